@@ -1,0 +1,64 @@
+"""The facts every module shares, defined once.
+
+Feature transform (SPEC "data path"), per constituent, with pT in GeV and angles relative to the jet axis::
+
+    f_eta = ETA_PHI_SCALE * eta_rel
+    f_phi = ETA_PHI_SCALE * phi_rel
+    f_pt  = ln(pT / GeV) + LOG_PT_SHIFT
+
+The reference OmniJet-alpha code multiplies the angles by 3 (whatever the paper's wording says); we do
+the same so that its checkpoints' conventions carry over.
+"""
+
+#: Constituents with |eta_rel| >= ANGLE_CUT or |phi_rel| >= ANGLE_CUT are masked out (the jet radius R = 0.8).
+ANGLE_CUT = 0.8
+#: At most this many constituents per jet (pT-leading ones are kept).
+MAX_PARTICLES = 128
+#: Multiplier of eta_rel and phi_rel in the tokenizer features.
+ETA_PHI_SCALE = 3.0
+#: Added to ln(pT / GeV) in the tokenizer features.
+LOG_PT_SHIFT = -1.8
+#: Number of tokenizer features per constituent: (f_eta, f_phi, f_pt).
+NUM_FEATURES = 3
+#: Feature names, in order (used for plots and file columns).
+FEATURE_NAMES = ("eta_rel", "phi_rel", "log_pt")
+
+# --- weaver inputs (ParT kin data configs) -----------------------------------------------------------------
+#: Input names of ParT's kin data configs, in the order our models' forward() takes them.
+INPUT_NAMES = ("pf_points", "pf_features", "pf_vectors", "pf_mask")
+
+# --- JetClass ROOT layout ----------------------------------------------------------------------------------
+#: Per-constituent kinematic branches of the JetClass layout (GeV, and relative angles).
+PART_BRANCHES = ("part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi")
+#: Jet-level branches of the JetClass layout.
+JET_BRANCHES = ("jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles")
+#: The ten JetClass label branches, in JetClass's order.
+JETCLASS_LABELS = (
+    "label_QCD", "label_Hbb", "label_Hcc", "label_Hgg", "label_H4q",
+    "label_Hqql", "label_Zqq", "label_Wqq", "label_Tbqq", "label_Tbl",
+)
+#: Name of the TTree in JetClass files.
+TREE_NAME = "tree"
+
+# --- token ids of the generative model ---------------------------------------------------------------------
+# A tokenizer with K codes emits ids 0..K-1. The GPT vocabulary adds three special tokens after them.
+
+
+def start_token(codebook_size: int) -> int:
+    """Id of the start token, which opens every sequence."""
+    return codebook_size
+
+
+def stop_token(codebook_size: int) -> int:
+    """Id of the stop token, which follows the last constituent."""
+    return codebook_size + 1
+
+
+def pad_token(codebook_size: int) -> int:
+    """Id of the padding token after the stop token (ignored by the loss, never sampled)."""
+    return codebook_size + 2
+
+
+def vocab_size(codebook_size: int) -> int:
+    """Size of the GPT vocabulary: codes + start + stop + pad."""
+    return codebook_size + 3
