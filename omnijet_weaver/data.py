@@ -1,0 +1,62 @@
+"""weaver's own dataset, for the commands that read jets outside ``weaver`` (tokenize, evaluation).
+
+Jets go through exactly the path a ``weaver`` training uses: the data config's selection, new variables,
+padding and standardisation, read by uproot (ROOT TTrees) or awkward (parquet).
+"""
+
+from __future__ import annotations
+
+import os
+
+from torch.utils.data import DataLoader
+
+
+def check_files(files) -> list[str]:
+    """Check every input file before weaver sees it: it exists, and a ROOT file opens and holds a TTree
+    (weaver skips RNTuples silently: "Zero entries loaded"). Raises with the file's name otherwise."""
+    from .io import root_tree_kinds
+
+    files = [os.fspath(f) for f in files]
+    if not files:
+        raise ValueError("no input files given")
+    for f in files:
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"input file {f!r} does not exist")
+        if f.endswith(".root"):
+            try:
+                kinds = root_tree_kinds(f)
+            except Exception as err:
+                raise OSError(f"input file {f!r} is not a readable ROOT file ({type(err).__name__}: {err})") from None
+            if "TTree" not in kinds.values():
+                found = ", ".join(f"{k} ({v})" for k, v in kinds.items()) or "nothing"
+                raise ValueError(
+                    f"input file {f!r} holds no TTree (found {found}); weaver reads TTrees only: convert it "
+                    f"with `omnijet-weaver-convert {f} <out.root>`"
+                )
+    return files
+
+
+def jet_loader(data_config, files, batch_size: int = 256, num_workers: int = 0, name: str = "") -> DataLoader:
+    """A DataLoader over ``files`` with weaver's ``SimpleIterDataset`` in test mode (file order kept, no
+    shuffling, observers and labels loaded). Yields ``(X, y, Z)`` dicts as in weaver's loops.
+
+    Args:
+        data_config: path of a weaver data config (YAML).
+        files: ROOT or parquet files.
+        batch_size: jets per batch.
+    """
+    from weaver.utils.dataset import SimpleIterDataset
+
+    files = check_files(files)
+    if not os.path.isfile(os.fspath(data_config)):
+        raise FileNotFoundError(f"data config {os.fspath(data_config)!r} does not exist")
+    dataset = SimpleIterDataset(
+        {name: files},
+        os.fspath(data_config),
+        for_training=False,
+        load_range_and_fraction=((0, 1), 1, 1),
+        fetch_by_files=True,
+        fetch_step=1,
+        name=name or "jets",
+    )
+    return DataLoader(dataset, batch_size=batch_size, num_workers=min(num_workers, len(files)), drop_last=False)

@@ -1,0 +1,74 @@
+"""Model builders behind the weaver network configs in ``network_configs/``.
+
+weaver executes a network-config file as a throw-away module, so the configs stay ten lines long and all
+logic lives here. ``-o name value`` options arrive as keyword arguments; weaver itself adds
+``for_inference``, ``use_amp`` and ``compile_model``, which are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .constants import INPUT_NAMES, MAX_PARTICLES
+
+#: Keyword arguments weaver passes to every get_model().
+WEAVER_KWARGS = ("for_inference", "use_amp", "compile_model")
+
+
+def check_inputs(data_config, network: str) -> None:
+    """Raise a clear error unless the data config provides ParT's kin inputs in ParT's order."""
+    names = tuple(data_config.input_names)
+    if names[: len(INPUT_NAMES)] != INPUT_NAMES:
+        raise ValueError(
+            f"{network} needs ParT's kin inputs {list(INPUT_NAMES)} (in this order) in the data config's "
+            f"`inputs`, but it has {list(names)}; start from data_configs/qg_top.yaml"
+        )
+    for name in ("pf_points", "pf_vectors", "pf_mask"):
+        rows = len(data_config.input_dicts[name])
+        want = {"pf_points": 2, "pf_vectors": 4, "pf_mask": 1}[name]
+        if rows != want:
+            raise ValueError(f"{network}: input {name} must have {want} variables, the data config gives {rows}")
+
+
+def split_options(cls, options: dict, network: str, extra=()) -> tuple[dict, dict]:
+    """Split ``-o`` options into ``cls``'s constructor arguments and ``extra`` ones; reject unknown names."""
+    known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    ctor, rest = {}, {}
+    for key, value in options.items():
+        if key in WEAVER_KWARGS:
+            continue
+        if key in known:
+            ctor[key] = value
+        elif key in extra:
+            rest[key] = value
+        else:
+            raise TypeError(
+                f"{network}: unknown network option -o {key} ...; known options: {', '.join(known + list(extra))}"
+            )
+    return ctor, rest
+
+
+def model_info(data_config, output_names=("output",)) -> dict:
+    """weaver's model_info (input names/shapes and dynamic axes, used for ONNX export and FLOPs)."""
+    shapes = {k: ((1,) + tuple(s[1:])) for k, s in data_config.input_shapes.items()}
+    return {
+        "input_names": list(data_config.input_names),
+        "input_shapes": shapes,
+        "output_names": list(output_names),
+        "dynamic_axes": {
+            **{k: {0: "N", 2: "n_" + k.split("_")[0]} for k in data_config.input_names},
+            **{k: {0: "N"} for k in output_names},
+        },
+    }
+
+
+def vqvae_model(data_config, **options):
+    """get_model() of ``omnijet_vqvae.py``: a :class:`~omnijet_weaver.tokenizer.VQVAE` built from ``-o``
+    options (its constructor arguments; the paper's values by default)."""
+    from .tokenizer import VQVAE
+
+    check_inputs(data_config, "omnijet_vqvae")
+    ctor, _ = split_options(VQVAE, options, "omnijet_vqvae")
+    ctor.setdefault("max_particles", MAX_PARTICLES)
+    model = VQVAE(**ctor)
+    return model, model_info(data_config, output_names=("loss",))

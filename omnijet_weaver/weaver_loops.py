@@ -1,0 +1,203 @@
+"""Custom training and evaluation loops for weaver's ``get_train_fn`` / ``get_evaluate_fn`` hooks.
+
+They train any omnijet-weaver model whose ``forward`` returns a dict with a scalar ``loss`` and whose
+``batch_stats(out)`` returns ``{name: (sum, count)}`` for the per-epoch summary (e.g. reconstruction error,
+perplexity). Models may also define ``jet_scores(out)`` -> (B, k) numpy array, what ``--predict`` writes,
+and ``epoch_summary(stats)`` -> ``{name: value}`` to derive the logged figures from the
+:class:`EpochStats` (e.g. codebook usage); the figures must include ``loss``.
+
+The loops follow weaver's own (tqdm progress, per-step schedulers, grad clipping, AMP, tensorboard) and
+the contract of weaver-core 0.5.3:
+
+- ``train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_epoch=None,
+  grad_scaler=None, tb_helper=None, extra_args=None)``;
+- ``evaluate(model, loader, dev, epoch, for_training=True, loss_func=None, steps_per_epoch=None,
+  tb_helper=None, extra_args=None)`` returns a float during training, higher = better, so weaver's best
+  epoch is the one with the lowest validation loss whatever ``--regression-mode`` says: ``exp(-loss)``
+  normally, ``loss`` with ``--regression-mode``; and ``(loss, scores, labels, observers)`` for ``--predict``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+import tqdm
+
+_logger = logging.getLogger("weaver")
+
+
+def unwrap(model):
+    """The user's module inside DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def _autocast(extra_args, dev):
+    args = (extra_args or {}).get("args")
+    enabled = bool(getattr(args, "use_amp", False))
+    dtype = torch.bfloat16 if getattr(args, "amp_dtype", "bf16") == "bf16" else torch.float16
+    return torch.autocast(dev.type if isinstance(dev, torch.device) else "cpu", enabled=enabled, dtype=dtype)
+
+
+class EpochStats:
+    """Weighted sums of per-batch figures, reduced over DDP ranks on request."""
+
+    def __init__(self):
+        self.sums = defaultdict(float)
+        self.counts = defaultdict(float)
+        self.arrays = {}
+
+    def add(self, stats: dict):
+        for name, value in stats.items():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:  # histograms are summed elementwise
+                value = value.detach().double().cpu()
+                self.arrays[name] = self.arrays[name] + value if name in self.arrays else value
+            else:
+                s, c = value
+                self.sums[name] += float(s)
+                self.counts[name] += float(c)
+
+    def all_reduce(self):
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self
+        names = sorted(self.sums)
+        t = torch.tensor([self.sums[n] for n in names] + [self.counts[n] for n in names], dtype=torch.float64)
+        backend = torch.distributed.get_backend()
+        dev = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        t = t.to(dev)
+        torch.distributed.all_reduce(t)
+        t = t.cpu()
+        for i, n in enumerate(names):
+            self.sums[n], self.counts[n] = t[i].item(), t[len(names) + i].item()
+        for n, a in self.arrays.items():
+            a = a.to(dev)
+            torch.distributed.all_reduce(a)
+            self.arrays[n] = a.cpu()
+        return self
+
+    def means(self) -> dict:
+        return {n: self.sums[n] / max(self.counts[n], 1e-12) for n in self.sums}
+
+
+def _summary(core, stats: EpochStats) -> dict:
+    if hasattr(core, "epoch_summary"):
+        return core.epoch_summary(stats)
+    return stats.means()
+
+
+def _fmt(figures: dict) -> str:
+    return ", ".join(f"{k}: {v:.5g}" for k, v in figures.items())
+
+
+def train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_epoch=None, grad_scaler=None,
+          tb_helper=None, extra_args=None):
+    """One training epoch (weaver's ``train`` hook contract)."""
+    model.train()
+    core = unwrap(model)
+    input_names = train_loader.dataset.config.input_names
+    clip_grad_norm = getattr(opt, "_clip_grad_norm", float("inf"))
+    stats = EpochStats()
+    num_batches, num_jets, start = 0, 0, time.time()
+    with tqdm.tqdm(train_loader) as tq:
+        for X, _, _ in tq:
+            inputs = [X[k].to(dev) for k in input_names]
+            opt.zero_grad()
+            with _autocast(extra_args, dev):
+                out = model(*inputs)
+            loss = out["loss"]
+            if grad_scaler is None:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=clip_grad_norm)
+                opt.step()
+            else:
+                grad_scaler.scale(loss).backward()
+                grad_scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=clip_grad_norm)
+                grad_scaler.step(opt)
+                grad_scaler.update()
+            if scheduler and getattr(scheduler, "_update_per_step", False):
+                scheduler.step()
+            with torch.no_grad():
+                batch = core.batch_stats(out)
+            stats.add(batch)
+            num_batches += 1
+            num_jets += inputs[0].shape[0]
+            postfix = {"lr": "%.2e" % (scheduler.get_last_lr()[0] if scheduler else opt.param_groups[0]["lr"])}
+            postfix.update({k: "%.4f" % (v[0] / max(v[1], 1e-12)) for k, v in batch.items() if isinstance(v, tuple)})
+            tq.set_postfix(postfix)
+            if tb_helper:
+                tb_helper.global_step += 1
+                tb_helper.write_scalars([("Loss/train", loss.item(), tb_helper.global_step)])
+            if steps_per_epoch is not None and num_batches >= steps_per_epoch:
+                break
+    if num_batches == 0:
+        raise RuntimeError("the training loader yielded no batch: check --data-train and the selection")
+    figures = _summary(core, stats)
+    elapsed = time.time() - start
+    _logger.info("Processed %d jets in total (avg. speed %.1f jets/s)", num_jets, num_jets / max(elapsed, 1e-9))
+    _logger.info("Train epoch %d: %s", epoch, _fmt(figures))
+    if tb_helper:
+        tb_helper.write_scalars([(f"{k}/train (epoch)", v, epoch) for k, v in figures.items()])
+    if scheduler and not getattr(scheduler, "_update_per_step", False):
+        scheduler.step()
+    return figures
+
+
+def evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=None, steps_per_epoch=None,
+             tb_helper=None, extra_args=None):
+    """Validation (``for_training=True``) or prediction pass (weaver's ``evaluate`` hook contract)."""
+    model.eval()
+    core = unwrap(model)
+    data_config = test_loader.dataset.config
+    stats = EpochStats()
+    scores, labels, observers = [], defaultdict(list), defaultdict(list)
+    num_batches = 0
+    with torch.no_grad(), tqdm.tqdm(test_loader) as tq:
+        for X, y, Z in tq:
+            inputs = [X[k].to(dev) for k in data_config.input_names]
+            with _autocast(extra_args, dev):
+                out = model(*inputs)
+            batch = core.batch_stats(out)
+            stats.add(batch)
+            if not for_training:
+                scores.append(core.jet_scores(out))
+                for k, v in y.items():
+                    labels[k].append(v.numpy(force=True))
+                for k, v in Z.items():
+                    observers[k].append(v)
+            num_batches += 1
+            tq.set_postfix({k: "%.4f" % (v[0] / max(v[1], 1e-12)) for k, v in batch.items() if isinstance(v, tuple)})
+            if steps_per_epoch is not None and num_batches >= steps_per_epoch:
+                break
+    if num_batches == 0:
+        raise RuntimeError("the evaluation loader yielded no batch: check the validation/test files and selection")
+    figures = _summary(core, stats.all_reduce())
+    loss = figures["loss"]
+    _logger.info("%s epoch %s: %s", "Validation" if for_training else "Test", epoch, _fmt(figures))
+    if tb_helper:
+        mode = "eval" if for_training else "test"
+        tb_helper.write_scalars([(f"{k}/{mode} (epoch)", v, epoch) for k, v in figures.items()])
+    if for_training:
+        args = (extra_args or {}).get("args")
+        if getattr(args, "regression_mode", False):
+            return loss  # weaver picks the lowest
+        return math.exp(-loss)  # weaver picks the highest and starts from 0: keep it positive
+    from weaver.utils.data.tools import _concat
+
+    return (
+        loss,
+        np.concatenate(scores),
+        {k: _concat(v) for k, v in labels.items()},
+        {k: _concat(v) for k, v in observers.items()},
+    )
+
