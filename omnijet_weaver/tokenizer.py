@@ -25,7 +25,7 @@ from .checkpoint import Configurable, register
 from .constants import ANGLE_CUT, ETA_PHI_SCALE, MAX_PARTICLES, NUM_FEATURES
 from .features import FeatureTransform, from_features, jet_mass_from_features
 from .layers import NormFormerBlock, mlp
-from .quantizer import VectorQuant
+from .quantizer import VectorQuant, nearest_code
 
 #: Model kinds that are tokenizers (for checkpoint loading).
 TOKENIZER_KINDS = ("vqvae", "binned")
@@ -140,7 +140,8 @@ class VQVAE(Tokenizer):
         return self.dec_out(h) * mask.unsqueeze(-1)
 
     def encode_features(self, x, mask):
-        ids = self.quantizer.nearest(self.encode_latent(x, mask))
+        z = self.encode_latent(x, mask)
+        ids = nearest_code(z.reshape(-1, z.shape[-1]), self.quantizer.codebook_transformed()).view(z.shape[:-1])
         return ids * mask
 
     def decode_features(self, ids, mask):
@@ -159,17 +160,17 @@ class VQVAE(Tokenizer):
         x, keep = self.transform(points, vectors, mask)
         z = self.encode_latent(x, keep)
         q = self.quantizer(z, keep)
-        x_rec = self.decode_latent(q["z_q"], keep)
+        x_rec = self.decode_latent(q.z_q, keep)
         recon = masked_mse(x_rec, x, keep)
         return {
-            "loss": recon + self.alpha * q["loss"],
+            "loss": recon + self.alpha * q.loss,
             "recon_loss": recon,
-            "vq_loss": q["loss"],
-            "ids": q["indices"] * keep,
+            "vq_loss": q.loss,
+            "ids": q.indices * keep,
             "mask": keep,
             "x": x,
             "x_rec": x_rec,
-            "num_replaced": q.get("num_replaced", 0),
+            "num_replaced": q.num_replaced,
         }
 
     # -- figures for the weaver loops (omnijet_weaver.weaver_loops) ------------------------------------------
