@@ -37,12 +37,17 @@ class FeatureTransform(nn.Module):
     Constituents are kept when the mask is set, the values are finite, pT > 0 and
     |eta_rel|, |phi_rel| < ``angle_cut``; they are sorted by pT, descending, and the ``max_particles``
     leading ones are kept. Dropped constituents are padding (mask False, features 0) at the end.
+
+    With ``trim_padding`` (the default) N is cut further to the largest multiplicity in the batch, which
+    saves most of the attention cost on real jets (JetClass averages ~40 of 128). Tracing (ONNX export)
+    keeps N = min(L, max_particles), since a data-dependent length cannot be exported.
     """
 
-    def __init__(self, max_particles: int = MAX_PARTICLES, angle_cut: float = ANGLE_CUT):
+    def __init__(self, max_particles: int = MAX_PARTICLES, angle_cut: float = ANGLE_CUT, trim_padding: bool = True):
         super().__init__()
         self.max_particles = max_particles
         self.angle_cut = angle_cut
+        self.trim_padding = trim_padding
 
     def forward(self, points, vectors, mask=None):
         eta, phi = points[:, 0], points[:, 1]
@@ -55,7 +60,10 @@ class FeatureTransform(nn.Module):
             keep = keep & (mask[:, 0] != 0)
         # pT-descending order, dropped constituents last (stable sort keeps ties reproducible)
         key = torch.where(keep, pt, torch.full_like(pt, -1.0))
-        order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, : self.max_particles]
+        n = self.max_particles
+        if self.trim_padding and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            n = max(1, min(n, int(keep.sum(1).max())))
+        order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :n]
         keep = torch.gather(keep, 1, order)
         safe = lambda x: torch.where(keep, torch.gather(x, 1, order), torch.ones_like(keep, dtype=x.dtype))
         features = to_features(safe(pt), safe(eta), safe(phi)) * keep.unsqueeze(-1)

@@ -92,11 +92,15 @@ def _inputs(pt, eta, phi, mask):
 def test_cut_sort_mask_and_wrap_padding():
     # 3 real constituents, then weaver's wrap padding (copies), masked by pf_mask
     pt, eta, phi = [10.0, 50.0, 20.0, 10.0, 50.0], [0.1, -0.2, 0.85, 0.1, -0.2], [0.0, 0.3, 0.0, 0.0, 0.3]
-    feats, mask = FeatureTransform()(*_inputs(pt, eta, phi, [1, 1, 1, 0, 0]))
+    inputs = _inputs(pt, eta, phi, [1, 1, 1, 0, 0])
+    feats, mask = FeatureTransform(trim_padding=False)(*inputs)
     assert mask.tolist() == [[True, True, False, False, False]]  # |eta|=0.85 is outside the cone
     got_pt = from_features(feats)[0][0, :2]
     torch.testing.assert_close(got_pt, torch.tensor([50.0, 10.0]), rtol=1e-5, atol=0)
     assert torch.all(feats[0, 2:] == 0)
+    # by default, padding beyond the batch's largest multiplicity is cut away
+    trimmed, trimmed_mask = FeatureTransform()(*inputs)
+    assert trimmed_mask.tolist() == [[True, True]] and torch.equal(trimmed, feats[:, :2])
 
 
 def test_more_than_128_keeps_leading():
@@ -112,7 +116,7 @@ def test_nan_inf_zero_pt_and_empty_jets_are_masked():
     pt = [float("nan"), 5.0, float("inf"), 0.0, 3.0]
     eta = [0.0, float("nan"), 0.0, 0.0, 0.95]
     feats, mask = FeatureTransform()(*_inputs(pt, eta, [0.0] * 5, [1] * 5))
-    assert not mask.any()
+    assert not mask.any() and mask.shape == (1, 1)  # an all-empty batch keeps one (masked) slot
     assert torch.isfinite(feats).all() and torch.all(feats == 0)
 
 
