@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Benchmark jet sampling: KV cache vs full recomputation of the prefix, at the paper's model size.
+
+Model: Backbone(codebook 8192, embed 256, 3 blocks, 8 heads, ff 1024) + NextTokenHead, random weights
+(seeded), float32, on CPU by default. Two regimes, both paths measured in the same run:
+
+(a) full length: the stop logit's bias is set to -1e4, so stop is never sampled and every jet runs the
+    whole ``--max-particles`` (128) steps -- the reference's cost, which always runs 128 steps;
+(b) natural stopping: random weights give stop a probability of ~1/8195 per step (almost never), so the
+    stop bias is raised to give a per-step stop probability p such that the mean length of
+    min(1 + Geometric(p), 128) is ``--mean-length`` (60); the bias is first estimated from the
+    log-sum-exp of the other logits on random prefixes, then corrected once from a short sampling run;
+    the measured mean length is printed.
+
+For each regime it prints jets/s of both paths, their ratio, and how many jets came out token-for-token
+identical with the same seed (float32 noise can flip a draw that falls on a CDF boundary). Timings are
+the best of ``--repeats`` runs (KV cache) and ``--repeats-full`` runs (full recomputation), after a
+warm-up batch at full length (the first large allocations of a process are slow on CPU: page faults).
+On a shared machine, other jobs make timings noisy: the load average is printed.
+
+    python scripts/bench_sampling.py --threads 2 --num-jets 1024 --num-jets-full 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import time
+
+import torch
+
+from omnijet_weaver.constants import stop_token, vocab_size
+from omnijet_weaver.gpt import Backbone, NextTokenHead
+from omnijet_weaver.sampling import sample_tokens
+
+
+def stop_probability_for_mean(mean_length: float, max_particles: int) -> float:
+    """p such that E[min(1 + G, max)] = mean_length, G ~ Geometric(p) failures before the first stop."""
+
+    def mean(p):
+        # E[min(1+G, M)] = sum_{k=0}^{M-1} P(1+G > k) = sum_{k=0}^{M-1} (1-p)^(k-1) for k >= 1, 1 for k = 0
+        return 1.0 + sum((1 - p) ** (k - 1) for k in range(2, max_particles + 1)) if max_particles > 1 else 1.0
+
+    lo, hi = 1e-9, 1.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if mean(mid) > mean_length:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@torch.inference_mode()
+def calibrate_stop_bias(backbone, head, codebook_size, p, max_particles, n=64, seed=0):
+    """Stop bias giving a mean per-step stop probability ~p on random prefixes."""
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(0, codebook_size, (n, max_particles), generator=g)
+    seq[:, 0] = codebook_size  # start
+    logits = head(backbone(seq))  # (n, T, V)
+    stop = stop_token(codebook_size)
+    others = torch.cat([logits[..., :codebook_size], logits[..., stop + 1 : stop + 1]], dim=-1)
+    lse = torch.logsumexp(others, dim=-1).mean().item()
+    raw = logits[..., stop].mean().item() - head.proj.bias[stop].item()  # stop logit without its bias
+    return lse + math.log(p / (1 - p)) - raw
+
+
+def best_time(fn, repeats):
+    """(output of the last run, best wall time over ``repeats`` runs)."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def run(backbone, head, args, label):
+    common = dict(
+        codebook_size=args.codebook_size,
+        batch_size=args.batch_size,
+        max_particles=args.max_particles,
+        temperature=1.0,
+        top_k=None,
+        generator=args.seed,
+    )
+    n_c, n_f = args.num_jets, args.num_jets_full
+    cached, t_c = best_time(lambda: sample_tokens(backbone, head, num_jets=n_c, use_cache=True, **common), args.repeats)
+    full, t_f = best_time(lambda: sample_tokens(backbone, head, num_jets=n_f, use_cache=False, **common), args.repeats_full)
+    rate_c, rate_f = n_c / t_c, n_f / t_f
+    # the first min(n_c, n_f) jets use the same random stream in both runs
+    n = min(n_c, n_f)
+    same = ((cached.codes[:n] == full.codes[:n]).all(1) & (cached.lengths[:n] == full.lengths[:n])).sum().item()
+    print(f"[{label}]")
+    print(f"  KV cache   : {n_c:6d} jets in {t_c:8.2f} s = {rate_c:8.2f} jets/s, "
+          f"mean length {cached.lengths.float().mean():.1f}")
+    print(f"  full prefix: {n_f:6d} jets in {t_f:8.2f} s = {rate_f:8.2f} jets/s, "
+          f"mean length {full.lengths.float().mean():.1f}")
+    print(f"  speed-up (cache / full): {rate_c / rate_f:.1f}x;  identical jets: {same}/{n};  "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    return rate_c / rate_f
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--num-jets", type=int, default=1024, help="jets sampled with the KV cache")
+    ap.add_argument("--num-jets-full", type=int, default=256, help="jets sampled with full recomputation")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--max-particles", type=int, default=128)
+    ap.add_argument("--mean-length", type=float, default=60.0, help="target mean length for regime (b)")
+    ap.add_argument("--codebook-size", type=int, default=8192)
+    ap.add_argument("--embed-dim", type=int, default=256)
+    ap.add_argument("--num-blocks", type=int, default=3)
+    ap.add_argument("--num-heads", type=int, default=8)
+    ap.add_argument("--ff-dim", type=int, default=1024)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="KV-cache timings: best of this many runs")
+    ap.add_argument("--repeats-full", type=int, default=1, help="full-recompute timings: best of this many runs")
+    ap.add_argument("--only", choices=["full-length", "natural"], default=None, help="run one regime only")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+          f"model: codes {args.codebook_size}, embed {args.embed_dim}, {args.num_blocks} blocks, "
+          f"{args.num_heads} heads, ff {args.ff_dim}")
+
+    torch.manual_seed(0)
+    backbone = Backbone(args.codebook_size, args.embed_dim, args.num_blocks, args.num_heads, args.ff_dim).eval()
+    head = NextTokenHead(args.embed_dim, vocab_size(args.codebook_size)).eval()
+    stop = stop_token(args.codebook_size)
+
+    never = copy.deepcopy(head)
+    with torch.no_grad():
+        never.proj.bias[stop] = -1e4
+    print(f"load average {os.getloadavg()[0]:.1f}; warming up ...", flush=True)
+    sample_tokens(backbone, never, args.codebook_size, args.batch_size, batch_size=args.batch_size,
+                  max_particles=args.max_particles, generator=12345)
+
+    if args.only in (None, "full-length"):
+        run(backbone, never, args, f"(a) full length: stop disabled, {args.max_particles} steps")
+
+    if args.only in (None, "natural"):
+        p = stop_probability_for_mean(args.mean_length, args.max_particles)
+        natural = copy.deepcopy(head)
+        bias = calibrate_stop_bias(backbone, head, args.codebook_size, p, args.max_particles)
+        # one correction from a short run: shift the bias by the log-odds between target and measured p
+        with torch.no_grad():
+            natural.proj.bias[stop] = bias
+        trial = sample_tokens(backbone, natural, args.codebook_size, args.batch_size, batch_size=args.batch_size,
+                              max_particles=args.max_particles, generator=54321)
+        p_meas = stop_probability_for_mean(trial.lengths.float().mean().item(), args.max_particles)
+        bias += math.log(p / (1 - p)) - math.log(p_meas / (1 - p_meas))
+        with torch.no_grad():
+            natural.proj.bias[stop] = bias
+        run(backbone, natural, args, f"(b) natural stopping: stop bias {bias:.2f} (target mean length "
+            f"{args.mean_length:g})")
+
+if __name__ == "__main__":
+    main()
