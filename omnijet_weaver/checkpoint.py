@@ -145,3 +145,16 @@ def save_model(model: nn.Module, path) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def from_description(desc: dict, kinds=None, where="description") -> nn.Module:
+    """Instantiate (untrained weights) the model that a stored ``{"kind", "config"}`` describes."""
+    kind = desc.get("kind") if isinstance(desc, dict) else None
+    if kind not in _REGISTRY or (kinds is not None and kind not in kinds):
+        raise CheckpointError(f"{where}: cannot build a model of kind {kind!r} here")
+    return _REGISTRY[kind](**desc["config"])
+
+
+def description(model: Configurable) -> dict:
+    """``{"kind", "config"}`` of a model, to nest a submodule's description in a parent's config."""
+    return {"kind": model.kind, "config": dict(model.config)}

@@ -26,6 +26,11 @@ FEATURE_NAMES = ("eta_rel", "phi_rel", "log_pt")
 # --- weaver inputs (ParT kin data configs) -----------------------------------------------------------------
 #: Input names of ParT's kin data configs, in the order our models' forward() takes them.
 INPUT_NAMES = ("pf_points", "pf_features", "pf_vectors", "pf_mask")
+#: Input names of the token-file data config (data_configs/tokens.yaml), written by omnijet-weaver-tokenize.
+TOKEN_INPUT_NAMES = ("tokens", "token_mask")
+#: Column of the token ids in token files, and branch of the generated tokens in generated jet files.
+TOKEN_COLUMN = "tokens"
+GENERATED_TOKEN_BRANCH = "part_token"
 
 # --- JetClass ROOT layout ----------------------------------------------------------------------------------
 #: Per-constituent kinematic branches of the JetClass layout (GeV, and relative angles).

@@ -32,15 +32,15 @@ def check_inputs(data_config, network: str) -> None:
 
 def split_options(cls, options: dict, network: str, extra=()) -> tuple[dict, dict]:
     """Split ``-o`` options into ``cls``'s constructor arguments and ``extra`` ones; reject unknown names."""
-    known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",) + tuple(extra)]
     ctor, rest = {}, {}
     for key, value in options.items():
         if key in WEAVER_KWARGS:
             continue
-        if key in known:
-            ctor[key] = value
-        elif key in extra:
+        if key in extra:
             rest[key] = value
+        elif key in known:
+            ctor[key] = value
         else:
             raise TypeError(
                 f"{network}: unknown network option -o {key} ...; known options: {', '.join(known + list(extra))}"
@@ -71,4 +71,25 @@ def vqvae_model(data_config, **options):
     ctor, _ = split_options(VQVAE, options, "omnijet_vqvae")
     ctor.setdefault("max_particles", MAX_PARTICLES)
     model = VQVAE(**ctor)
+    return model, model_info(data_config, output_names=("loss",))
+
+
+def gpt_model(data_config, **options):
+    """get_model() of ``omnijet_gpt.py``: :class:`~omnijet_weaver.generative.OmniJetGPT` around the frozen
+    tokenizer named by ``-o tokenizer "'path.pt'"``; ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim``
+    set the backbone (paper defaults). Reads ParT kin inputs or token files (data_configs/tokens.yaml)."""
+    from .constants import TOKEN_INPUT_NAMES
+    from .generative import OmniJetGPT
+    from .tokenizer import load_tokenizer
+
+    names = tuple(data_config.input_names)
+    if names != TOKEN_INPUT_NAMES:
+        check_inputs(data_config, "omnijet_gpt")
+    ctor, extra = split_options(OmniJetGPT, options, "omnijet_gpt", extra=("tokenizer",))
+    path = extra.get("tokenizer")
+    if path is None:
+        raise ValueError(
+            "omnijet_gpt needs the trained tokenizer: add -o tokenizer \"'out/vqvae_best_epoch_state.pt'\""
+        )
+    model = OmniJetGPT.from_tokenizer(load_tokenizer(path), **ctor)
     return model, model_info(data_config, output_names=("loss",))
