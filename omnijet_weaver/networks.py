@@ -35,7 +35,7 @@ def split_options(cls, options: dict, network: str, extra=()) -> tuple[dict, dic
     known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",) + tuple(extra)]
     ctor, rest = {}, {}
     for key, value in options.items():
-        if key in WEAVER_KWARGS:
+        if key in WEAVER_KWARGS and key not in known:
             continue
         if key in extra:
             rest[key] = value
@@ -93,3 +93,56 @@ def gpt_model(data_config, **options):
         )
     model = OmniJetGPT.from_tokenizer(load_tokenizer(path), **ctor)
     return model, model_info(data_config, output_names=("loss",))
+
+
+#: Backbone options shared by the generative model and the tagger.
+BACKBONE_OPTIONS = ("embed_dim", "num_blocks", "num_heads", "ff_dim")
+
+
+def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_backbone=False, **options):
+    """get_model() of ``omnijet_cls.py``: :class:`~omnijet_weaver.tagger.OmniJetTagger`.
+
+    Args:
+        pretrained: generative checkpoint whose tokenizer and backbone the tagger starts from:
+            ``"packaged"`` (default, shipped with the package), a path, or ``None`` to train the backbone
+            from scratch (the tokenizer and sizes then come from ``tokenizer`` / the options, or from the
+            packaged model so that scratch and fine-tuned runs compare like for like).
+        tokenizer: tokenizer checkpoint (only with ``pretrained=None``).
+        freeze_backbone: train only the classification head.
+        options: ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim`` (from scratch only), ``head_hidden``.
+    """
+    from .checkpoint import description
+    from .generative import load_generative
+    from .packaged import packaged_path
+    from .tagger import OmniJetTagger
+    from .tokenizer import load_tokenizer
+
+    check_inputs(data_config, "omnijet_cls")
+    ctor, _ = split_options(OmniJetTagger, options, "omnijet_cls",
+                            extra=("tokenizer", "num_classes", "freeze_backbone"))
+    if isinstance(pretrained, str) and pretrained.lower() == "none":
+        pretrained = None
+    ref = None
+    if pretrained is not None:
+        ref = load_generative(packaged_path("gpt") if pretrained == "packaged" else pretrained)
+        clash = [k for k in BACKBONE_OPTIONS if k in ctor and ctor[k] != ref.config[k]]
+        if clash:
+            raise ValueError(f"omnijet_cls: {', '.join(clash)} must match the pre-trained backbone "
+                             f"({', '.join(f'{k}={ref.config[k]}' for k in clash)}); drop these options")
+        if tokenizer is not None:
+            raise ValueError("omnijet_cls: -o tokenizer is only for -o pretrained None (a pre-trained backbone "
+                             "comes with its own tokenizer)")
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer)
+    else:
+        if ref is None:
+            ref = load_generative(packaged_path("gpt"))
+        tok = ref.tokenizer
+    sizes = {k: ref.config[k] for k in BACKBONE_OPTIONS} if ref is not None else {}
+    sizes.update({k: v for k, v in ctor.items()})
+    model = OmniJetTagger(description(tok), num_classes=len(data_config.label_value),
+                          freeze_backbone=bool(freeze_backbone), **sizes)
+    model.tokenizer.load_state_dict(tok.state_dict())
+    if pretrained is not None:
+        model.backbone.load_state_dict(ref.backbone.state_dict())
+    return model, model_info(data_config, output_names=("softmax",))
