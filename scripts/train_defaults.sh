@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Recipe of the packaged default checkpoints (omnijet_weaver/data/vqvae.pt and gpt.pt), CPU scale.
+#   bash scripts/train_defaults.sh TOP.root QCD.root     (default: ../shared/data/pythia/pythia_{top,qcd}_20k.root)
+# Data: 20k t->bqq' + 20k q/g Pythia8 jets (omnijet-weaver-make-jets makes more); the last 10% of each file
+# is held back. Environment: OUT (default out/defaults), VQ_EPOCHS (6), GPT_EPOCHS (6).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-$here/out/defaults}
+mkdir -p "$out"
+top=${1:-$here/../shared/data/pythia/pythia_top_20k.root}
+qcd=${2:-$here/../shared/data/pythia/pythia_qcd_20k.root}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+cfg=$here/data_configs/qg_top.yaml
+
+python - "$out" "$top" "$qcd" <<'PY'
+import sys, uproot
+from omnijet_weaver.io import write_root
+out, files = sys.argv[1], dict(top=sys.argv[2], qcd=sys.argv[3])
+for name, f in files.items():
+    t = uproot.open(f)["tree"].arrays()
+    cut = int(0.9 * len(t))
+    cols = lambda sl: {k: (t[k][sl].to_numpy() if t[k].ndim == 1 else t[k][sl]) for k in t.fields}
+    write_root(f"{out}/{name}_train.root", cols(slice(0, cut)))
+    write_root(f"{out}/{name}_test.root", cols(slice(cut, None)))
+PY
+
+# 1. tokenizer: conditional VQ-VAE, 2048 codes, 2 NormFormer blocks of width 64 (paper: 8192, 4 x 128)
+weaver --data-train "$out/top_train.root" "$out/qcd_train.root" --train-val-split 0.9 --data-config "$cfg" \
+  --network-config "$here/network_configs/omnijet_vqvae.py" \
+  -o codebook_size 2048 -o hidden_dim 64 -o num_blocks 2 -o num_heads 4 \
+  --model-prefix "$out/vqvae" --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
+  --num-epochs "${VQ_EPOCHS:-6}" --steps-per-epoch 250 --steps-per-epoch-val 28 \
+  --optimizer adamw --start-lr 1e-3 > "$out/vqvae.log" 2>&1
+
+# 2. tokens of the training jets (the GPT then trains without re-running the encoder)
+for s in train test; do
+  omnijet-weaver-tokenize --data-config "$cfg" --tokenizer "$out/vqvae_best_epoch_state.pt" --overwrite \
+    --output "$out/tokens_$s.parquet" --no-progress "$out/top_$s.root" "$out/qcd_$s.root"
+done
+
+# 3. generative backbone: paper sizes (embedding 256, 3 blocks, 8 heads, feed-forward 1024)
+weaver --data-train "$out/tokens_train.parquet" --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
+  --network-config "$here/network_configs/omnijet_gpt.py" -o tokenizer "'$out/vqvae_best_epoch_state.pt'" \
+  --model-prefix "$out/gpt" --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
+  --num-epochs "${GPT_EPOCHS:-6}" --steps-per-epoch 250 --steps-per-epoch-val 28 \
+  --optimizer adam --start-lr 1e-3 > "$out/gpt.log" 2>&1
+
+grep -hE "(Train|Validation) epoch [0-9]+:" "$out/vqvae.log" "$out/gpt.log"
+echo "copy to the package: cp $out/vqvae_best_epoch_state.pt omnijet_weaver/data/vqvae.pt;" \
+     "cp $out/gpt_best_epoch_state.pt omnijet_weaver/data/gpt.pt"
