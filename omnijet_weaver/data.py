@@ -11,6 +11,10 @@ import os
 from torch.utils.data import DataLoader
 
 
+class InputFileError(ValueError):
+    """An input file cannot be read as the data config needs (missing, unreadable, RNTuple, lacking branches)."""
+
+
 def check_files(files) -> list[str]:
     """Check every input file before weaver sees it: it exists, and a ROOT file opens and holds a TTree
     (weaver skips RNTuples silently: "Zero entries loaded"). Raises with the file's name otherwise."""
@@ -21,19 +25,54 @@ def check_files(files) -> list[str]:
         raise ValueError("no input files given")
     for f in files:
         if not os.path.isfile(f):
-            raise FileNotFoundError(f"input file {f!r} does not exist")
+            raise InputFileError(f"input file {f!r} does not exist")
         if f.endswith(".root"):
             try:
                 kinds = root_tree_kinds(f)
             except Exception as err:
-                raise OSError(f"input file {f!r} is not a readable ROOT file ({type(err).__name__}: {err})") from None
+                raise InputFileError(f"input file {f!r} is not a readable ROOT file ({type(err).__name__}: {err})") from None
             if "TTree" not in kinds.values():
                 found = ", ".join(f"{k} ({v})" for k, v in kinds.items()) or "nothing"
-                raise ValueError(
+                raise InputFileError(
                     f"input file {f!r} holds no TTree (found {found}); weaver reads TTrees only: convert it "
                     f"with `omnijet-weaver-convert {f} <out.root>`"
                 )
     return files
+
+
+def file_branches(path) -> set[str]:
+    """Branch (column) names of a ROOT TTree ``tree``-like file or a parquet file."""
+    path = os.fspath(path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            return set(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as err:
+            raise InputFileError(f"input file {path!r} is not a readable parquet file ({type(err).__name__}: {err})") from None
+    import uproot
+
+    from .io import root_tree_kinds
+
+    trees = [k for k, v in root_tree_kinds(path).items() if v == "TTree"]
+    with uproot.open(path) as f:
+        return set(f[trees[0]].keys()) if trees else set()
+
+
+def check_branches(files, data_config, for_training: bool = False) -> None:
+    """Raise a clear error if a file lacks a branch the data config reads (weaver would fail deep inside
+    awkward with "no field ... in record", without naming the file)."""
+    from weaver.utils.data.config import DataConfig
+
+    cfg = DataConfig.load(os.fspath(data_config), load_observers=not for_training, load_reweight_info=False)
+    needed = cfg.train_load_branches if for_training else cfg.test_load_branches
+    for f in files:
+        missing = sorted(needed - file_branches(f))
+        if missing:
+            raise InputFileError(
+                f"input file {f!r} lacks the branch(es) {', '.join(missing)} that data config "
+                f"{os.fspath(data_config)!r} reads; pick the data config made for this file layout"
+            )
 
 
 def jet_loader(data_config, files, batch_size: int = 256, num_workers: int = 0, name: str = "") -> DataLoader:
@@ -50,6 +89,7 @@ def jet_loader(data_config, files, batch_size: int = 256, num_workers: int = 0, 
     files = check_files(files)
     if not os.path.isfile(os.fspath(data_config)):
         raise FileNotFoundError(f"data config {os.fspath(data_config)!r} does not exist")
+    check_branches(files, data_config)
     dataset = SimpleIterDataset(
         {name: files},
         os.fspath(data_config),

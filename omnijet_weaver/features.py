@@ -16,6 +16,11 @@ from torch import nn
 from .constants import ANGLE_CUT, ETA_PHI_SCALE, LOG_PT_SHIFT, MAX_PARTICLES
 
 
+def _exporting() -> bool:
+    """True while the model is traced (ONNX export): then only traceable, exportable ops may run."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def to_features(pt, eta_rel, phi_rel):
     """(pT [GeV], eta_rel, phi_rel), each (...,), -> tokenizer features (..., 3)."""
     return torch.stack(
@@ -51,7 +56,8 @@ class FeatureTransform(nn.Module):
 
     def forward(self, points, vectors, mask=None):
         eta, phi = points[:, 0], points[:, 1]
-        pt = torch.hypot(vectors[:, 0], vectors[:, 1])
+        px, py = vectors[:, 0], vectors[:, 1]
+        pt = torch.sqrt(px * px + py * py) if _exporting() else torch.hypot(px, py)  # ONNX has no hypot
         keep = (
             torch.isfinite(eta) & torch.isfinite(phi) & torch.isfinite(pt) & (pt > 0)
             & (eta.abs() < self.angle_cut) & (phi.abs() < self.angle_cut)
@@ -61,9 +67,12 @@ class FeatureTransform(nn.Module):
         # pT-descending order, dropped constituents last (stable sort keeps ties reproducible)
         key = torch.where(keep, pt, torch.full_like(pt, -1.0))
         n = self.max_particles
-        if self.trim_padding and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        if self.trim_padding and not _exporting():
             n = max(1, min(n, int(keep.sum(1).max())))
-        order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :n]
+        if _exporting():  # ONNX's TopK breaks ties by the lower index, like a stable sort, but has no flag
+            order = torch.sort(key, dim=1, descending=True).indices[:, :n]
+        else:
+            order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :n]
         keep = torch.gather(keep, 1, order)
         safe = lambda x: torch.where(keep, torch.gather(x, 1, order), torch.ones_like(keep, dtype=x.dtype))
         features = to_features(safe(pt), safe(eta), safe(phi)) * keep.unsqueeze(-1)

@@ -205,7 +205,12 @@ def make_sequences(tokens, mask, codebook_size: int):
     mask = mask.reshape(b, length).bool()
     if length > 0:
         # stable sort puts real constituents first, in their original order (a no-op when left-aligned)
-        order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # ONNX export knows no stable sort (nor int8 TopK): sort unique keys, which gives the same order
+            pos = torch.arange(length, device=tokens.device)
+            order = torch.sort((~mask).long() * length + pos, dim=1).indices
+        else:
+            order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
         tokens = tokens.gather(1, order)
         mask = mask.gather(1, order)
     n = mask.sum(1)  # (B,)

@@ -88,10 +88,16 @@ def write_jets(path, arrays: dict) -> None:
 
 
 def root_tree_kinds(path) -> dict:
-    """``{name: classname}`` of the trees (TTree or RNTuple) at the top of a ROOT file."""
+    """``{name: classname}`` of the trees (TTree or RNTuple) at the top of a ROOT file.
+
+    Raises ``OSError`` for a truncated file (shorter than the end recorded in its header)."""
     import uproot
 
-    with uproot.open(os.fspath(path)) as f:
+    path = os.fspath(path)
+    with uproot.open(path) as f:
+        size = os.path.getsize(path)
+        if size < f.file.fEND:
+            raise OSError(f"the file is truncated ({size} of {f.file.fEND} bytes)")
         return {k.split(";")[0]: v for k, v in f.classnames().items() if v in ("TTree", "ROOT::RNTuple")}
 
 

@@ -83,7 +83,9 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk_elements: int = 
     no_autocast = (torch.autocast(device_type=x.device.type, enabled=False)
                    if x.device.type in ("cuda", "cpu") else contextlib.nullcontext())
     with no_autocast:
-        for chunk in x.split(rows):
+        # a traced graph (ONNX export) cannot hold a data-dependent number of chunks: one chunk there
+        traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        for chunk in ([x] if traced else x.split(rows)):
             out.append(torch.addmm(c_sq, chunk, codebook.t(), alpha=-2).argmin(1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
 

@@ -9,16 +9,18 @@ Model: Backbone(codebook 8192, embed 256, 3 blocks, 8 heads, ff 1024) + NextToke
 (b) natural stopping: random weights give stop a probability of ~1/8195 per step (almost never), so the
     stop bias is raised to give a per-step stop probability p such that the mean length of
     min(1 + Geometric(p), 128) is ``--mean-length`` (60); the bias is first estimated from the
-    log-sum-exp of the other logits on random prefixes, then corrected once from a short sampling run;
-    the measured mean length is printed.
+    log-sum-exp of the other logits on random prefixes, then corrected by ``--calibration-runs`` short
+    sampling runs (one batch each); the measured mean length is printed.
 
 For each regime it prints jets/s of both paths, their ratio, and how many jets came out token-for-token
 identical with the same seed (float32 noise can flip a draw that falls on a CDF boundary). Timings are
 the best of ``--repeats`` runs (KV cache) and ``--repeats-full`` runs (full recomputation), after a
 warm-up batch at full length (the first large allocations of a process are slow on CPU: page faults).
-On a shared machine, other jobs make timings noisy: the load average is printed.
+On a shared machine, other jobs make timings noisy (the load average is printed), and the cached path
+(many small ops per step) suffers most from intra-op threads waiting for a descheduled core: there,
+``--threads 1`` gives the fairer comparison.
 
-    python scripts/bench_sampling.py --threads 2 --num-jets 1024 --num-jets-full 256
+    python scripts/bench_sampling.py --threads 1 --num-jets 512 --num-jets-full 256 --repeats 2
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def stop_probability_for_mean(mean_length: float, max_particles: int) -> float:
     """p such that E[min(1 + G, max)] = mean_length, G ~ Geometric(p) failures before the first stop."""
 
     def mean(p):
-        # E[min(1+G, M)] = sum_{k=0}^{M-1} P(1+G > k) = sum_{k=0}^{M-1} (1-p)^(k-1) for k >= 1, 1 for k = 0
-        return 1.0 + sum((1 - p) ** (k - 1) for k in range(2, max_particles + 1)) if max_particles > 1 else 1.0
+        # stop is banned at step 0, so L = min(1 + G, M) and P(L > k) = (1-p)^k for k >= 1:
+        # E[L] = sum_{k=0}^{M-1} P(L > k) = 1 + sum_{k=1}^{M-1} (1-p)^k
+        return 1.0 + sum((1 - p) ** k for k in range(1, max_particles))
 
     lo, hi = 1e-9, 1.0
     for _ in range(100):
@@ -119,6 +122,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="KV-cache timings: best of this many runs")
     ap.add_argument("--repeats-full", type=int, default=1, help="full-recompute timings: best of this many runs")
+    ap.add_argument("--calibration-runs", type=int, default=3, help="short runs correcting the stop bias in (b)")
     ap.add_argument("--only", choices=["full-length", "natural"], default=None, help="run one regime only")
     args = ap.parse_args(argv)
     if args.threads:
@@ -146,13 +150,14 @@ def main(argv=None):
         p = stop_probability_for_mean(args.mean_length, args.max_particles)
         natural = copy.deepcopy(head)
         bias = calibrate_stop_bias(backbone, head, args.codebook_size, p, args.max_particles)
-        # one correction from a short run: shift the bias by the log-odds between target and measured p
-        with torch.no_grad():
-            natural.proj.bias[stop] = bias
-        trial = sample_tokens(backbone, natural, args.codebook_size, args.batch_size, batch_size=args.batch_size,
-                              max_particles=args.max_particles, generator=54321)
-        p_meas = stop_probability_for_mean(trial.lengths.float().mean().item(), args.max_particles)
-        bias += math.log(p / (1 - p)) - math.log(p_meas / (1 - p_meas))
+        # corrections from short runs: shift the bias by the log-odds between target and measured p
+        for i in range(args.calibration_runs):
+            with torch.no_grad():
+                natural.proj.bias[stop] = bias
+            trial = sample_tokens(backbone, natural, args.codebook_size, args.batch_size,
+                                  batch_size=args.batch_size, max_particles=args.max_particles, generator=54321 + i)
+            p_meas = stop_probability_for_mean(trial.lengths.float().mean().item(), args.max_particles)
+            bias += math.log(p / (1 - p)) - math.log(p_meas / (1 - p_meas))
         with torch.no_grad():
             natural.proj.bias[stop] = bias
         run(backbone, natural, args, f"(b) natural stopping: stop bias {bias:.2f} (target mean length "

@@ -2,7 +2,7 @@
 # Recipe of the packaged default checkpoints (omnijet_weaver/data/vqvae.pt and gpt.pt), CPU scale.
 #   bash scripts/train_defaults.sh TOP.root QCD.root     (default: ../shared/data/pythia/pythia_{top,qcd}_20k.root)
 # Data: 20k t->bqq' + 20k q/g Pythia8 jets (omnijet-weaver-make-jets makes more); the last 10% of each file
-# is held back. Environment: OUT (default out/defaults), VQ_EPOCHS (6), GPT_EPOCHS (6).
+# is held back. Environment: OUT (default out/defaults), VQ_EPOCHS (6), GPT_EPOCHS (5).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$here/out/defaults}
@@ -38,11 +38,11 @@ for s in train test; do
     --output "$out/tokens_$s.parquet" --no-progress "$out/top_$s.root" "$out/qcd_$s.root"
 done
 
-# 3. generative backbone: paper sizes (embedding 256, 3 blocks, 8 heads, feed-forward 1024)
+# 3. generative backbone: 3 blocks, 8 heads as in the paper, embedding 128 and feed-forward 512 (paper: 256, 1024)
 weaver --data-train "$out/tokens_train.parquet" --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
   --network-config "$here/network_configs/omnijet_gpt.py" -o tokenizer "'$out/vqvae_best_epoch_state.pt'" \
-  --model-prefix "$out/gpt" --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
-  --num-epochs "${GPT_EPOCHS:-6}" --steps-per-epoch 250 --steps-per-epoch-val 28 \
+  -o embed_dim 128 -o ff_dim 512 --model-prefix "$out/gpt" --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
+  --num-epochs "${GPT_EPOCHS:-5}" --steps-per-epoch 250 --steps-per-epoch-val 28 \
   --optimizer adam --start-lr 1e-3 > "$out/gpt.log" 2>&1
 
 grep -hE "(Train|Validation) epoch [0-9]+:" "$out/vqvae.log" "$out/gpt.log"

@@ -7,7 +7,9 @@ import sys
 def fail(message: str, code: int = 2):
     """Print a one-line cause to stderr and exit non-zero."""
     name = os.path.basename(sys.argv[0]) or "omnijet-weaver"
-    print(f"{name}: error: {message}", file=sys.stderr)
+    if name.endswith(".py"):  # run as python -m omnijet_weaver.cli.<name>
+        name = "omnijet-weaver-" + name[:-3].replace("_", "-")
+    print(f"{name}: error: {' '.join(str(message).split())}", file=sys.stderr)
     raise SystemExit(code)
 
 

@@ -1,0 +1,298 @@
+"""The OmniJet-alpha tagger (network_configs/omnijet_cls.py) as a drop-in replacement for ParT in weaver.
+
+Everything here goes through the real ``weaver`` command line with tiny models: fine-tuning from a generative
+checkpoint, frozen backbone, from scratch, ``--load-model-weights gpt.pt``, ``--predict``; the data configs of
+the other benchmark datasets (JetClass 10 classes, Top landscape, quark/gluon) on the shared real samples.
+"""
+
+from __future__ import annotations
+
+import re
+
+import awkward as ak
+import numpy as np
+import pytest
+import torch
+import uproot
+
+from omnijet_weaver.checkpoint import save_model
+from omnijet_weaver.constants import JETCLASS_LABELS
+from omnijet_weaver.data import jet_loader
+from omnijet_weaver.generative import OmniJetGPT
+from omnijet_weaver.tokenizer import VQVAE
+
+from conftest import DATA_CONFIG, NETWORK_CONFIGS, ROOT, run_weaver, shared_file
+
+CLS_CONFIG = NETWORK_CONFIGS / "omnijet_cls.py"
+CONFIGS = ROOT / "data_configs"
+#: The shared real samples and the data configs that read them: (folder/file, config, class counts).
+REAL_SAMPLES = {
+    "toplandscape": ("TopLandscape_test_2000.parquet", CONFIGS / "toplandscape.yaml", {"jet_isTop": 940, "jet_isQCD": 1060}),
+    "quarkgluon": ("QG_test_2000_noPID.parquet", CONFIGS / "quarkgluon.yaml", {"jet_isQ": 990, "jet_isG": 1010}),
+}
+#: Sizes of the tiny generative model the tagger starts from.
+GPT_SIZES = {"embed_dim": 32, "num_blocks": 2, "num_heads": 4, "ff_dim": 64}
+SIZE_OPTIONS = [x for k, v in GPT_SIZES.items() for x in ("-o", k, str(v))]
+INPUTS = ("pf_points", "pf_features", "pf_vectors", "pf_mask")
+
+
+def make_checkpoints(folder, train_file, data_config=DATA_CONFIG):
+    """A tiny tokenizer (codebook 32, k-means on toy jets) and a tiny generative model around it, pre-trained
+    for a few next-token steps, saved as ``folder/tok.pt`` and ``folder/gpt.pt`` (as weaver saves them)."""
+    torch.manual_seed(0)
+    tok = VQVAE(codebook_size=32, hidden_dim=16, num_blocks=1, num_heads=2).train()
+    X, _, _ = next(iter(jet_loader(data_config, [train_file], batch_size=128)))
+    tok(*[X[k] for k in INPUTS])  # k-means init of the codebook
+    tok.eval()
+    save_model(tok, folder / "tok.pt")
+    gpt = OmniJetGPT.from_tokenizer(tok, **GPT_SIZES)
+    opt = torch.optim.Adam([p for p in gpt.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        gpt(*[X[k] for k in INPUTS])["loss"].backward()
+        opt.step()
+    save_model(gpt.eval(), folder / "gpt.pt")
+    return folder / "tok.pt", folder / "gpt.pt"
+
+
+def mode_options(mode: str, tok, gpt) -> list[str]:
+    """weaver arguments of a tagger training mode."""
+    return {
+        "finetune": ["-o", "pretrained", repr(str(gpt))],
+        "frozen": ["-o", "pretrained", repr(str(gpt)), "-o", "freeze_backbone", "True"],
+        "scratch": ["-o", "pretrained", "None", "-o", "tokenizer", repr(str(tok)), *SIZE_OPTIONS],
+        "load_weights": ["-o", "pretrained", "None", "-o", "tokenizer", repr(str(tok)), *SIZE_OPTIONS,
+                         "--load-model-weights", str(gpt)],
+    }[mode]
+
+
+def load_data_config(path):
+    from weaver.utils.dataset import DataConfig
+
+    return DataConfig.load(str(path), load_observers=False, load_reweight_info=False)
+
+
+def part(state: dict, prefix: str) -> dict:
+    """The tensors of ``state`` under ``prefix.`` (descriptions left out)."""
+    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".") and isinstance(v, torch.Tensor)}
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys() and a
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def assert_identical(a: dict, b: dict, what: str):
+    assert a.keys() == b.keys() and a, what
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{what}: {k} differs"
+
+
+def check_classification_log(log: str):
+    """weaver ran its classification loop with our loss, and did not fall back to a default for the network."""
+    assert "Train AvgLoss" in log
+    assert "Running in classification mode" in log
+    assert "Using loss function CrossEntropyLoss()" in log
+    assert "Loss function not defined" not in log and "Error in flops" not in log
+
+
+@pytest.fixture(scope="module")
+def checkpoints(toy_root_files, tmp_path_factory):
+    return make_checkpoints(tmp_path_factory.mktemp("pretrained"), toy_root_files[0])
+
+
+@pytest.fixture(scope="module")
+def weaver_runs(toy_root_files, checkpoints, tmp_path_factory):
+    """Train the tagger with weaver in a mode (once per mode): returns (model prefix, log)."""
+    tok, gpt = checkpoints
+    train, val = toy_root_files
+    done = {}
+
+    def run(mode):
+        if mode not in done:
+            out = tmp_path_factory.mktemp(mode)
+            # weaver's default optimizer (ranger = RAdam + Lookahead, which also moves parameters without
+            # gradient); 6 steps per epoch so that Lookahead steps too
+            proc = run_weaver(
+                ["--data-train", train, "--data-val", val, "--data-config", DATA_CONFIG,
+                 "--network-config", CLS_CONFIG, *mode_options(mode, tok, gpt), "--model-prefix", out / "cls",
+                 "--gpus", "", "--num-workers", "0", "--batch-size", "32", "--num-epochs", "2",
+                 "--steps-per-epoch", "6", "--steps-per-epoch-val", "1", "--in-memory", "--fetch-step", "1",
+                 "--lr-scheduler", "none", "--start-lr", "1e-2"],
+                cwd=out,
+            )
+            done[mode] = (out / "cls", proc.stdout + proc.stderr)
+        return done[mode]
+
+    return run
+
+
+# --- data configs -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SAMPLES))
+def test_parquet_configs_read_the_real_samples(name):
+    file, config, counts = REAL_SAMPLES[name]
+    path = shared_file("real", file)
+    dc = load_data_config(config)
+    assert tuple(dc.input_names) == INPUTS and list(dc.label_value) == list(counts)
+    labels, n = [], 0
+    for X, y, Z in jet_loader(config, [path], batch_size=500):
+        assert X["pf_features"].shape[1:] == (7, 128) and X["pf_points"].shape[1:] == (2, 128)
+        assert X["pf_vectors"].shape[1:] == (4, 128) and X["pf_mask"].shape[1:] == (1, 128)
+        n_real = X["pf_mask"][:, 0].sum(1).numpy()
+        np.testing.assert_array_equal(n_real, np.minimum(np.asarray(Z["jet_nparticles"]), 128))
+        # ParT's pT-log features: part_pt_log standardised with (1.7, 0.7), clipped to [-5, 5]
+        pt = torch.hypot(X["pf_vectors"][:, 0], X["pf_vectors"][:, 1])
+        real = X["pf_mask"][:, 0] > 0
+        expected = ((torch.log(pt[real]) - 1.7) * 0.7).clamp(-5, 5)
+        torch.testing.assert_close(X["pf_features"][:, 0][real], expected, rtol=1e-4, atol=1e-4)
+        labels.append(y["_label_"].numpy())
+        n += len(n_real)
+    table = ak.from_parquet(path, columns=["label"])
+    assert n == len(table) == 2000
+    labels = np.concatenate(labels)
+    assert dict(zip(counts, np.bincount(labels, minlength=2).tolist())) == counts
+    # class 0 of the config is label == 1 of the file (top / quark), as in particle_transformer's configs
+    np.testing.assert_array_equal(labels == 0, table["label"].to_numpy() == 1)
+
+
+def test_jetclass_config_has_ten_classes(tmp_path, checkpoints):
+    from omnijet_weaver.io import convert_to_ttree
+    from omnijet_weaver.networks import tagger_model
+
+    config = CONFIGS / "jetclass.yaml"
+    dc = load_data_config(config)
+    assert list(dc.label_value) == list(JETCLASS_LABELS) and tuple(dc.input_names) == INPUTS
+    model, info = tagger_model(dc, pretrained=str(checkpoints[1]))
+    assert model.head.out.out_features == 10 and info["output_names"] == ["softmax"]
+    src = shared_file("real", "JetClass_mixed500.root")
+    tree = tmp_path / "mixed.root"
+    convert_to_ttree(src, tree)  # the shared file is an RNTuple
+    labels = []
+    with torch.no_grad():
+        for X, y, Z in jet_loader(config, [tree], batch_size=250):
+            assert set(Z) == {"jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles"}
+            assert model(*[X[k] for k in INPUTS]).shape == (len(y["_label_"]), 10)
+            labels.append(y["_label_"].numpy())
+    counts = np.bincount(np.concatenate(labels), minlength=10)
+    assert counts.sum() == 500 and counts.min() >= 33 and counts.max() <= 65
+
+
+# --- the model weaver builds ---------------------------------------------------------------------------------
+
+
+def test_fine_tuning_starts_from_the_backbone(checkpoints, toy_root_files):
+    from omnijet_weaver.networks import tagger_model
+
+    tok, gpt = checkpoints
+    dc = load_data_config(DATA_CONFIG)
+    gpt_state = torch.load(gpt, weights_only=True)
+    tok_state = {k: v for k, v in torch.load(tok, weights_only=True).items() if isinstance(v, torch.Tensor)}
+
+    model, _ = tagger_model(dc, pretrained=str(gpt))
+    state = model.state_dict()
+    assert_identical(part(state, "backbone"), part(gpt_state, "backbone"), "fine-tune backbone")
+    assert_identical(part(state, "tokenizer"), tok_state, "tokenizer")
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert not any(p.requires_grad for p in model.tokenizer.parameters())
+
+    frozen, _ = tagger_model(dc, pretrained=str(gpt), freeze_backbone=True)
+    assert_identical(part(frozen.state_dict(), "backbone"), part(gpt_state, "backbone"), "frozen backbone")
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    assert all(p.requires_grad for p in frozen.head.parameters())
+
+    scratch, _ = tagger_model(dc, pretrained=None, tokenizer=str(tok), **GPT_SIZES)
+    assert_identical(part(scratch.state_dict(), "tokenizer"), tok_state, "scratch tokenizer")
+    assert max_difference(part(scratch.state_dict(), "backbone"), part(gpt_state, "backbone")) > 0.1
+
+    # weaver's --load-model-weights: a non-strict load of the generative state dict
+    missing, unexpected = scratch.load_state_dict(gpt_state, strict=False)
+    assert set(missing) == {k for k in scratch.state_dict() if k.startswith("head.")}
+    assert set(unexpected) == {k for k in gpt_state if k.startswith("head.")}
+    assert_identical(part(scratch.state_dict(), "backbone"), part(gpt_state, "backbone"), "loaded backbone")
+
+    # the tagger sees the same ParT inputs as ParT and returns logits (probabilities for inference)
+    X, _, _ = next(iter(jet_loader(DATA_CONFIG, [toy_root_files[1]], batch_size=16)))
+    with torch.no_grad():
+        logits = model.eval()(*[X[k] for k in INPUTS])
+        inference = tagger_model(dc, pretrained=str(gpt), for_inference=True)[0]
+        inference.load_state_dict(model.state_dict())
+        probs = inference.eval()(*[X[k] for k in INPUTS])
+    assert logits.shape == (16, 2)
+    torch.testing.assert_close(probs, torch.softmax(logits, 1))
+
+
+# --- weaver trains it ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["finetune", "frozen", "scratch", "load_weights"])
+def test_weaver_trains_the_tagger(weaver_runs, checkpoints, mode):
+    tok, gpt = checkpoints
+    prefix, log = weaver_runs(mode)
+    check_classification_log(log)
+    assert len(re.findall(r"Train AvgLoss: [0-9.]+", log)) == 2
+    gpt_backbone = part(torch.load(gpt, weights_only=True), "backbone")
+    tok_state = {k: v for k, v in torch.load(tok, weights_only=True).items() if isinstance(v, torch.Tensor)}
+    epochs = [torch.load(f"{prefix}_epoch-{i}_state.pt", weights_only=True) for i in (0, 1)]
+    best = torch.load(f"{prefix}_best_epoch_state.pt", weights_only=True)
+    for state in epochs + [best]:
+        assert_identical(part(state, "tokenizer"), tok_state, f"{mode}: tokenizer")  # always frozen
+        assert best["_extra_state"]["kind"] == "omnijet_tagger"
+    # the head trains in every mode
+    assert max_difference(part(epochs[0], "head"), part(epochs[1], "head")) > 1e-4
+    distance = max_difference(part(best, "backbone"), gpt_backbone)
+    if mode == "frozen":
+        for state in epochs + [best]:
+            assert_identical(part(state, "backbone"), gpt_backbone, "frozen backbone")
+    elif mode == "scratch":
+        assert distance > 1  # a fresh initialisation, far from the pre-trained weights
+    else:
+        # fine-tuning starts from the pre-trained backbone (a few small steps away) and changes it
+        assert 1e-4 < distance < 0.5, distance
+    if mode == "load_weights":
+        loaded = re.search(r"Model initialized with weights from .*?Missing: (\[.*?\])\s*\n.*?Unexpected: (\[.*?\])",
+                           log, re.S)
+        assert loaded, "weaver did not load the weights"
+        missing, unexpected = eval(loaded.group(1)), eval(loaded.group(2))
+        assert missing and all(k.startswith("head.") for k in missing)
+        assert unexpected and all(k.startswith("head.") for k in unexpected)
+
+
+def test_weaver_predict_writes_scores_as_for_part(weaver_runs, checkpoints, toy_root_files, tmp_path):
+    tok, gpt = checkpoints
+    prefix, _ = weaver_runs("finetune")
+    out = tmp_path / "pred.root"
+    proc = run_weaver(
+        ["--predict", "--data-test", toy_root_files[1], "--data-config", DATA_CONFIG, "--network-config", CLS_CONFIG,
+         *mode_options("finetune", tok, gpt), "--model-prefix", f"{prefix}_best_epoch_state.pt", "--gpus", "",
+         "--num-workers", "0", "--batch-size", "64", "--predict-output", out],
+        cwd=tmp_path,
+    )
+    assert "Running in classification mode" in proc.stdout + proc.stderr
+    tree = uproot.open(out)["Events"]
+    a = tree.arrays(library="np")
+    assert {"score_label_QCD", "score_label_Tbqq", "label_QCD", "label_Tbqq", "jet_pt", "jet_nparticles"} <= set(a)
+    assert len(a["score_label_QCD"]) == 128
+    total = a["score_label_QCD"] + a["score_label_Tbqq"]
+    np.testing.assert_allclose(total, 1, atol=1e-5)
+    assert np.all((a["score_label_QCD"] > 0) & (a["score_label_QCD"] < 1))
+    assert np.std(a["score_label_Tbqq"]) > 0  # the scores depend on the jet
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SAMPLES))
+def test_weaver_fine_tunes_on_the_real_samples(name, checkpoints, tmp_path):
+    file, config, _ = REAL_SAMPLES[name]
+    path = shared_file("real", file)
+    _, gpt = checkpoints
+    proc = run_weaver(
+        ["--data-train", path, "--data-val", path, "--data-config", config, "--network-config", CLS_CONFIG,
+         *mode_options("finetune", None, gpt), "--model-prefix", tmp_path / "cls", "--gpus", "",
+         "--num-workers", "0", "--batch-size", "32", "--num-epochs", "1", "--steps-per-epoch", "3",
+         "--steps-per-epoch-val", "1", "--in-memory", "--fetch-step", "1"],
+        cwd=tmp_path,
+    )
+    log = proc.stdout + proc.stderr
+    check_classification_log(log)
+    assert re.search(r"Current validation metric: [0-9.]+", log)
+    assert (tmp_path / "cls_best_epoch_state.pt").exists()
