@@ -6,8 +6,10 @@ as the reference does, recomputing the whole prefix at every step (``use_cache=F
 and benchmarks). Finished sequences leave the batch (their cache rows are dropped too) and the loop ends as
 soon as every sequence of the batch has ended.
 
-Randomness: each step draws one uniform number per batch row from a ``torch.Generator`` (whether the row
-is still running or not) and picks the token by inverse CDF on float64 probabilities. The cached and the
+Randomness: each step draws ``batch_size`` uniform numbers from a ``torch.Generator`` (one per batch row,
+whether the row is still running or not, or even exists in a partial last batch) and picks the token by
+inverse CDF on float64 probabilities. So, for a given seed and ``batch_size``, the jets of a smaller
+``num_jets`` are the first jets of a larger one. The cached and the
 full path therefore consume the same random stream and, for the same seed, give token-for-token identical
 jets -- unless a draw falls within the float noise (~1e-6 relative in float32) of a CDF boundary, which
 happens for about one draw in 10^6 (float32 models; never seen with float64 models).
@@ -105,8 +107,12 @@ def pick_next(logits, u, codebook_size: int, first: bool, temperature: float = 1
 
 
 @torch.inference_mode()
-def _sample_batch(backbone, head, codebook_size, n, max_particles, temperature, top_k, g, use_cache, device):
-    """Sample ``n`` jets; returns codes (n, max_particles) and lengths (n,) on ``device``."""
+def _sample_batch(backbone, head, codebook_size, n, batch_size, max_particles, temperature, top_k, g, use_cache, device):
+    """Sample ``n <= batch_size`` jets; returns codes (n, max_particles) and lengths (n,) on ``device``.
+
+    Every step draws ``batch_size`` uniforms, whatever ``n`` and however many rows still run, so row i's
+    draws don't depend on the other rows: a partial last batch gives the same jets as a full one.
+    """
     start, stop = start_token(codebook_size), stop_token(codebook_size)
     codes = torch.zeros(n, max_particles, dtype=torch.long, device=device)
     lengths = torch.full((n,), max_particles, dtype=torch.long, device=device)
@@ -128,7 +134,7 @@ def _sample_batch(backbone, head, codebook_size, n, max_particles, temperature, 
                 f"the head gives {logits.shape[-1]} logits, but codebook size {codebook_size} means a "
                 f"vocabulary of {vocab_size(codebook_size)}"
             )
-        u = torch.rand(n, generator=g, device=device, dtype=torch.float64)[active]
+        u = torch.rand(batch_size, generator=g, device=device, dtype=torch.float64)[active]
         nxt = pick_next(logits, u, codebook_size, step == 0, temperature, top_k)
         codes[active, step] = nxt
         stopped = nxt == stop
@@ -184,7 +190,8 @@ def sample_tokens(
         temperature: softmax temperature (> 0).
         top_k: sample among the k most likely allowed tokens only; None = all. ``top_k=1`` is greedy.
         generator: ``torch.Generator`` on the sampling device, an int seed, or None (seeded from torch's
-            global RNG). The same seed gives the same jets, with or without the cache.
+            global RNG). The same seed (and ``batch_size``) gives the same jets, with or without the cache,
+            and ``num_jets=n`` gives the first n jets of any larger ``num_jets``.
         use_cache: KV cache (one forward of the newest token per step); False recomputes the whole prefix
             each step (the reference behaviour; much slower).
         device: where to run; default: the device of ``backbone``'s parameters.
@@ -208,7 +215,7 @@ def sample_tokens(
         while done < num_jets:
             n = min(batch_size, num_jets - done)
             codes, lengths = _sample_batch(
-                backbone, head, codebook_size, n, max_particles, temperature, top_k, g, use_cache, device
+                backbone, head, codebook_size, n, batch_size, max_particles, temperature, top_k, g, use_cache, device
             )
             all_codes.append(codes.cpu())
             all_lengths.append(lengths.cpu())

@@ -295,6 +295,16 @@ def test_seed_reproducibility():
     assert torch.equal(e.codes, f.codes)
 
 
+def test_fewer_jets_are_a_prefix_of_more():
+    backbone, head = tiny()
+    head = with_stop_bias(head, 1.0)
+    kw = dict(codebook_size=K, batch_size=8, max_particles=20, generator=9)
+    many = sample_tokens(backbone, head, num_jets=20, **kw)
+    for n in (3, 8, 13):
+        few = sample_tokens(backbone, head, num_jets=n, **kw)
+        assert torch.equal(few.codes, many.codes[:n]) and torch.equal(few.lengths, many.lengths[:n])
+
+
 def test_top_k_1_is_greedy():
     backbone, head = tiny()
     head = with_stop_bias(head, 1.0)
