@@ -88,7 +88,7 @@ def pick_next(logits, u, codebook_size: int, first: bool, temperature: float = 1
     Returns:
         (B,) long token ids.
     """
-    logits = logits.to(torch.float64)
+    logits = logits.to(torch.float64, copy=True)  # never modify the caller's tensor
     if temperature != 1.0:
         logits = logits / temperature
     banned = [start_token(codebook_size), pad_token(codebook_size)]
@@ -138,16 +138,17 @@ def _sample_batch(backbone, head, codebook_size, n, batch_size, max_particles, t
         nxt = pick_next(logits, u, codebook_size, step == 0, temperature, top_k)
         codes[active, step] = nxt
         stopped = nxt == stop
-        lengths[active[stopped]] = step
+        lengths[active] = torch.where(stopped, step, lengths[active])
         if bool(stopped.any()):  # the one host sync per step: who is still running?
             keep = (~stopped).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
             active, nxt = active[keep], nxt[keep]
-            if use_cache:
+            if use_cache:  # drop the finished rows from every cached tensor (keys, values)
                 for cache in caches:
-                    cache["k"] = cache["k"].index_select(0, keep)
-                    cache["v"] = cache["v"].index_select(0, keep)
+                    for key, value in cache.items():
+                        if torch.is_tensor(value):
+                            cache[key] = value.index_select(0, keep)
             else:
                 prefix = prefix.index_select(0, keep)
         if use_cache:

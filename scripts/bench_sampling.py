@@ -9,8 +9,8 @@ Model: Backbone(codebook 8192, embed 256, 3 blocks, 8 heads, ff 1024) + NextToke
 (b) natural stopping: random weights give stop a probability of ~1/8195 per step (almost never), so the
     stop bias is raised to give a per-step stop probability p such that the mean length of
     min(1 + Geometric(p), 128) is ``--mean-length`` (60); the bias is first estimated from the
-    log-sum-exp of the other logits on random prefixes, then corrected by ``--calibration-runs`` short
-    sampling runs (one batch each); the measured mean length is printed.
+    log-sum-exp of the other logits on random prefixes, then corrected once from a sampling run of
+    ``--calibration-jets`` jets; the measured mean length is printed.
 
 For each regime it prints jets/s of both paths, their ratio, and how many jets came out token-for-token
 identical with the same seed (float32 noise can flip a draw that falls on a CDF boundary). Timings are
@@ -108,7 +108,7 @@ def run(backbone, head, args, label):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--num-jets", type=int, default=1024, help="jets sampled with the KV cache")
+    ap.add_argument("--num-jets", type=int, default=512, help="jets sampled with the KV cache")
     ap.add_argument("--num-jets-full", type=int, default=256, help="jets sampled with full recomputation")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -120,9 +120,9 @@ def main(argv=None):
     ap.add_argument("--num-heads", type=int, default=8)
     ap.add_argument("--ff-dim", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3, help="KV-cache timings: best of this many runs")
+    ap.add_argument("--repeats", type=int, default=2, help="KV-cache timings: best of this many runs")
     ap.add_argument("--repeats-full", type=int, default=1, help="full-recompute timings: best of this many runs")
-    ap.add_argument("--calibration-runs", type=int, default=3, help="short runs correcting the stop bias in (b)")
+    ap.add_argument("--calibration-jets", type=int, default=512, help="jets of the run correcting the stop bias in (b)")
     ap.add_argument("--only", choices=["full-length", "natural"], default=None, help="run one regime only")
     args = ap.parse_args(argv)
     if args.threads:
@@ -150,18 +150,20 @@ def main(argv=None):
         p = stop_probability_for_mean(args.mean_length, args.max_particles)
         natural = copy.deepcopy(head)
         bias = calibrate_stop_bias(backbone, head, args.codebook_size, p, args.max_particles)
-        # corrections from short runs: shift the bias by the log-odds between target and measured p
-        for i in range(args.calibration_runs):
-            with torch.no_grad():
-                natural.proj.bias[stop] = bias
-            trial = sample_tokens(backbone, natural, args.codebook_size, args.batch_size,
-                                  batch_size=args.batch_size, max_particles=args.max_particles, generator=54321 + i)
-            p_meas = stop_probability_for_mean(trial.lengths.float().mean().item(), args.max_particles)
-            bias += math.log(p / (1 - p)) - math.log(p_meas / (1 - p_meas))
+        # one correction from a calibration run: shift the bias by the log-odds between target and measured p
+        with torch.no_grad():
+            natural.proj.bias[stop] = bias
+        trial = sample_tokens(backbone, natural, args.codebook_size, args.calibration_jets,
+                              batch_size=args.batch_size, max_particles=args.max_particles, generator=54321)
+        mean_len = trial.lengths.float().mean().item()
+        print(f"  calibration: stop bias {bias:.3f} -> mean length {mean_len:.1f} ({args.calibration_jets} jets)")
+        p_meas = stop_probability_for_mean(mean_len, args.max_particles)
+        bias += math.log(p / (1 - p)) - math.log(p_meas / (1 - p_meas))
         with torch.no_grad():
             natural.proj.bias[stop] = bias
         run(backbone, natural, args, f"(b) natural stopping: stop bias {bias:.2f} (target mean length "
             f"{args.mean_length:g})")
+
 
 if __name__ == "__main__":
     main()

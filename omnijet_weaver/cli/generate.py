@@ -1,6 +1,7 @@
 """``omnijet-weaver-generate``: a generative checkpoint -> N jets in the JetClass layout.
 
     omnijet-weaver-generate --checkpoint out/gpt_best_epoch_state.pt --num-jets 10000 --output gen.root
+    omnijet-weaver-generate --num-jets 1000 --output gen.root        # the packaged CPU-scale model
 
 Writes TTree ``tree`` (``part_px/py/pz/energy/deta/dphi``, ``jet_pt/eta/phi/energy/nparticles``, the ten
 ``label_*`` branches and the tokens as ``part_token``) or, for a ``.parquet`` name, a parquet file, so the
@@ -16,7 +17,8 @@ import sys
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="omnijet-weaver-generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="generative checkpoint (weaver ... omnijet_gpt.py)")
+    p.add_argument("--checkpoint", default=None,
+                   help="generative checkpoint (weaver ... omnijet_gpt.py); default: the packaged model")
     p.add_argument("--num-jets", type=int, required=True, help="number of jets N")
     p.add_argument("--output", required=True, help="output file, .root (TTree) or .parquet")
     p.add_argument("--batch-size", type=int, default=256, help="jets sampled together (default 256)")
@@ -36,6 +38,7 @@ def main(argv=None):
     from ..generation import jetclass_arrays
     from ..generative import load_generative
     from ..io import check_output_path, write_jets
+    from ..packaged import packaged_path
     from . import default_device, distributed_rank, fail, part_path
 
     args = parse_args(argv)
@@ -44,7 +47,7 @@ def main(argv=None):
         fail(f"--num-jets must be at least 1, got {args.num_jets}")
     try:
         output = check_output_path(part_path(args.output, rank, world), args.overwrite)
-        model = load_generative(args.checkpoint)
+        model = load_generative(args.checkpoint or packaged_path("gpt"))
         n = args.num_jets // world + (1 if rank < args.num_jets % world else 0)
         jets = model.generate(n, batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
                               seed=args.seed + rank, device=args.device or default_device(),
