@@ -49,6 +49,15 @@ class Configurable(nn.Module):
     def set_extra_state(self, state):
         check_extra_state(state, expected_kind=self.kind, config=self.config, where=type(self).__name__)
 
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if torch.onnx.is_in_onnx_export():
+            # the ONNX exporter lists the weights with state_dict() and calls .detach() on every entry:
+            # leave out the models' descriptions (``*_extra_state`` dicts), which are no tensors
+            for key in [k for k, v in state.items() if not isinstance(v, torch.Tensor)]:
+                del state[key]
+        return state
+
 
 def check_extra_state(state, expected_kind, config=None, where="model"):
     """Raise :class:`CheckpointError` unless ``state`` describes a ``expected_kind`` with ``config``."""

@@ -82,15 +82,6 @@ class OmniJetTagger(Configurable):
             return
         check_extra_state(state, expected_kind=self.kind, config=self.config, where=type(self).__name__)
 
-    def state_dict(self, *args, **kwargs):
-        state = super().state_dict(*args, **kwargs)
-        if torch.onnx.is_in_onnx_export():
-            # the ONNX exporter lists the weights with state_dict() and calls .detach() on every entry:
-            # leave out the models' descriptions (``*_extra_state`` dicts), which are no tensors
-            for key in [k for k, v in state.items() if not isinstance(v, torch.Tensor)]:
-                del state[key]
-        return state
-
     def forward(self, points, features, vectors, mask):
         """ParT kin inputs -> (B, num_classes) logits (probabilities with ``for_inference``)."""
         with torch.no_grad():
