@@ -95,6 +95,12 @@ def _summary(core, stats: EpochStats) -> dict:
     return stats.means()
 
 
+def _progress(batch: dict) -> dict:
+    """The per-batch figures shown in the progress bar: losses and accuracies."""
+    return {k: "%.4f" % (v[0] / max(v[1], 1e-12)) for k, v in batch.items()
+            if isinstance(v, tuple) and ("loss" in k or "accuracy" in k)}
+
+
 def _fmt(figures: dict) -> str:
     return ", ".join(f"{k}: {v:.5g}" for k, v in figures.items())
 
@@ -133,7 +139,7 @@ def train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_
             num_batches += 1
             num_jets += inputs[0].shape[0]
             postfix = {"lr": "%.2e" % (scheduler.get_last_lr()[0] if scheduler else opt.param_groups[0]["lr"])}
-            postfix.update({k: "%.4f" % (v[0] / max(v[1], 1e-12)) for k, v in batch.items() if isinstance(v, tuple)})
+            postfix.update(_progress(batch))
             tq.set_postfix(postfix)
             if tb_helper:
                 tb_helper.global_step += 1
@@ -176,7 +182,7 @@ def evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=None, 
                 for k, v in Z.items():
                     observers[k].append(v)
             num_batches += 1
-            tq.set_postfix({k: "%.4f" % (v[0] / max(v[1], 1e-12)) for k, v in batch.items() if isinstance(v, tuple)})
+            tq.set_postfix(_progress(batch))
             if steps_per_epoch is not None and num_batches >= steps_per_epoch:
                 break
     if num_batches == 0:
