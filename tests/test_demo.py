@@ -1,0 +1,232 @@
+"""The end-to-end demo (omnijet-weaver-demo / scripts/main_job.sh) and the plotting helpers.
+
+One ``--quick`` run (Pythia jets, tokenizer, generation, real ``weaver`` trainings and predictions, report)
+is shared by the tests of this module; it takes about a minute and a half on 2 loaded cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from omnijet_weaver import demo
+
+HAVE_PYTHIA = all(importlib.util.find_spec(m) is not None for m in ("pythia8mc", "fastjet"))
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+needs_mpl = pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is not installed (pip install '.[plot]')")
+needs_all = pytest.mark.skipif(not (HAVE_PYTHIA and HAVE_MPL),
+                               reason="the demo needs pythia8mc, fastjet and matplotlib (pip install '.[pythia,plot]')")
+
+#: Figures every report holds (PNG and PDF).
+FIGURES = ("jet_mass", "jet_pt", "multiplicity", "constituent_pt", "jet_mass_by_class", "mass_resolution",
+           "accuracy_vs_labels", "auc_vs_labels", "roc")
+ROW = re.compile(r"^\| (fine-tuned|from scratch|backbone fixed) \| (\d+) \| ([^|]+) \| ([^|]+) \|", re.M)
+
+
+def run_cli(*args, timeout=900):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "omnijet_weaver.cli.demo", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    if not (HAVE_PYTHIA and HAVE_MPL):
+        pytest.skip("the demo needs pythia8mc, fastjet and matplotlib")
+    out = tmp_path_factory.mktemp("demo") / "report"
+    proc = run_cli("--output", out, "--quick", "--no-progress")
+    assert proc.returncode == 0, f"quick demo failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return out, proc
+
+
+# --- the quick run -----------------------------------------------------------------------------------------
+
+
+@needs_all
+def test_quick_run_writes_the_report(quick_report):
+    out, proc = quick_report
+    for name in ("summary.md", "summary.json", "commands.sh", demo.MARKER):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for fig in FIGURES:
+        for ext in ("png", "pdf"):
+            path = out / f"{fig}.{ext}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+        assert (out / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "data").exists()  # jets and checkpoints removed without --keep-data
+    assert not list(out.parent.glob(f".{out.name}.partial-*"))  # the working folder became the report
+    logs = sorted(p.name for p in (out / "logs").iterdir())
+    assert len([n for n in logs if n.startswith("train_")]) == 4 and "predict_generated.log" in logs
+    # every stage printed with its wall time
+    for i, stage in enumerate(("make jets", "tokenize", "generate", "tag (weaver)", "report"), 1):
+        assert re.search(rf"\[{i}/5\] {re.escape(stage)}: done in [0-9.]+ s", proc.stdout), stage
+    # the weaver command lines went through the repository's configs and AdamW
+    commands = (out / "commands.sh").read_text()
+    assert commands.count("--predict ") == 5 and "network_configs/omnijet_cls.py" in commands
+    assert "--optimizer adamw" in commands and "-o pretrained None" in commands
+
+
+@needs_all
+def test_quick_summary_has_accuracy_and_auc_per_mode_and_label_count(quick_report):
+    out, _ = quick_report
+    text = (out / "summary.md").read_text()
+    rows = {(m, int(n)): (float(a), float(b)) for m, n, a, b in ROW.findall(text)}
+    assert set(rows) == {(m, n) for m in ("fine-tuned", "from scratch") for n in (20, 40)}, rows
+    for (mode, n), (acc, auc) in rows.items():
+        assert 0.0 <= acc <= 1.0 and 0.0 <= auc <= 1.0, (mode, n, acc, auc)
+    summary = json.loads((out / "summary.json").read_text())
+    for r in summary["tagging"]["results"]:
+        assert r["test_jets"] == 40 and r["lr"] == 1e-3
+    assert set(summary["stage_seconds"]) == {"make jets", "tokenize", "generate", "tag (weaver)", "report"}
+    for section in ("## Tagging", "## Physics checks", "## Wall time", "codebook usage", "jet-mass resolution"):
+        assert section in text
+    for fig in FIGURES:
+        assert f"]({fig}.png)" in text
+
+
+@needs_all
+def test_quick_run_physics(quick_report):
+    out, _ = quick_report
+    s = json.loads((out / "summary.json").read_text())
+    top, qcd = s["jets"]["top"], s["jets"]["qcd"]
+    assert top["jets"] == qcd["jets"] == 60
+    assert 160.0 <= top["median_mass_GeV"] <= 185.0
+    assert qcd["median_mass_GeV"] < top["median_mass_GeV"]
+    for d in (top, qcd):
+        assert 20 <= d["median_multiplicity"] <= 150
+    gen = s["generated"]
+    assert gen["jets"] == 64 and 1 <= gen["min_multiplicity"] <= gen["max_multiplicity"] <= 128
+    tok = s["tokens"]
+    assert 0.0 < tok["code_usage"] <= 1.0 and tok["classes"]["top"]["mass_std_GeV"] < 40.0
+    # the checks on the Pythia jets are in the summary, and pass
+    checks = {c["check"]: c["passed"] for c in s["physics_checks"]}
+    assert all(v for k, v in checks.items() if k.startswith("Pythia")) and len(checks) >= 6
+    assert "| Pythia top jets: median mass in [160, 185] GeV |" in (out / "summary.md").read_text()
+
+
+@needs_all
+def test_second_run_without_overwrite_fails_clearly(quick_report):
+    out, _ = quick_report
+    before = (out / "summary.md").stat().st_mtime_ns
+    proc = run_cli("--output", out, "--quick", "--no-progress", timeout=300)
+    assert proc.returncode != 0
+    assert "exists and is not empty" in proc.stderr and "--overwrite" in proc.stderr
+    assert "Traceback" not in proc.stderr and "[1/5]" not in proc.stdout  # refused before any work
+    assert (out / "summary.md").stat().st_mtime_ns == before
+
+
+# --- output folder and options (no Pythia, no weaver) ----------------------------------------------------------
+
+
+def test_output_folder_rules(tmp_path):
+    assert demo.check_output(tmp_path / "new") == (tmp_path / "new").absolute()
+    (tmp_path / "empty").mkdir()
+    demo.check_output(tmp_path / "empty")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    with pytest.raises(demo.OutputExistsError, match="--overwrite"):
+        demo.check_output(foreign)
+    with pytest.raises(demo.OutputExistsError, match="no omnijet-weaver-demo report"):
+        demo.check_output(foreign, overwrite=True)  # never deletes a folder that is not a report
+    assert (foreign / "thesis.tex").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(demo.OutputExistsError, match="not a folder"):
+        demo.check_output(tmp_path / "afile")
+    # an old report is replaced as a whole by the new one
+    old = tmp_path / "report"
+    old.mkdir()
+    (old / demo.MARKER).write_text("old")
+    (old / "stale.png").write_text("old")
+    demo.check_output(old, overwrite=True)
+    new = tmp_path / ".report.partial-1"
+    new.mkdir()
+    (new / demo.MARKER).write_text("new")
+    demo._publish(new, old)
+    assert (old / demo.MARKER).read_text() == "new" and not (old / "stale.png").exists() and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "foreign", "report"]
+
+
+def test_config_checks_and_cli_errors(tmp_path, capsys):
+    from omnijet_weaver.cli.demo import main
+
+    with pytest.raises(ValueError, match="too few"):
+        demo.DemoConfig(output=tmp_path, num_jets=100, labels=(1000,)).check()
+    with pytest.raises(ValueError, match="unknown tagger mode"):
+        demo.DemoConfig(output=tmp_path, modes=("bogus",)).check()
+    demo.DemoConfig(output=tmp_path).check()
+    demo.quick_config(tmp_path).check()
+    with pytest.raises(SystemExit) as exc:
+        main(["--output", str(tmp_path / "r"), "--num-jets", "50"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --num-jets 50 per process is too few" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_repo_configs_are_found():
+    paths = demo.repo_configs()
+    assert paths["network"].name == "omnijet_cls.py" and paths["network"].is_file()
+    assert paths["data"].name == "qg_top.yaml" and paths["data"].is_file()
+
+
+def test_roc_auc():
+    rng = np.random.default_rng(0)
+    y = rng.random(500) < 0.4
+    s = np.round(rng.normal(y * 1.0, 1.0), 1)  # with ties
+    pos, neg = s[y], s[~y]
+    expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    assert demo.roc_auc(y, s) == pytest.approx(expected, abs=1e-12)
+    assert demo.roc_auc([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) == 1.0
+    assert demo.roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert np.isnan(demo.roc_auc([1, 1], [0.5, 0.2]))
+
+
+# --- plotting helpers ------------------------------------------------------------------------------------------
+
+
+def _is_png(path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_mpl
+def test_hist_ratio_writes_png_and_pdf(tmp_path):
+    from omnijet_weaver import plots
+
+    rng = np.random.default_rng(1)
+    samples = {"real": rng.normal(170, 20, 2000), "generated": rng.normal(165, 25, 1500),
+               "other": np.r_[rng.normal(90, 30, 500), np.nan, np.inf]}
+    written = plots.hist_ratio(tmp_path / "sub" / "mass", samples, np.linspace(0, 300, 31), reference="real",
+                               xlabel="jet mass [GeV]")
+    assert [p.name for p in written] == ["mass.png", "mass.pdf"] and _is_png(written[0])
+    assert written[1].read_bytes()[:4] == b"%PDF"
+    # log-spaced automatic bins, no ratio panel, PNG only; no temporary file left behind
+    written = plots.hist_ratio(tmp_path / "cpt.png", {"a": rng.lognormal(1, 1.5, 5000)}, 20, logx=True, logy=True,
+                               ratio=False, formats=("png",))
+    assert [p.name for p in written] == ["cpt.png"] and _is_png(written[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpt.png", "sub"]
+    with pytest.raises(KeyError, match="reference"):
+        plots.hist_ratio(tmp_path / "x", samples, 10, reference="missing")
+    with pytest.raises(ValueError):
+        plots.hist_ratio(tmp_path / "x", {}, 10)
+
+
+@needs_mpl
+def test_metric_vs_labels_and_roc_write_png(tmp_path):
+    from omnijet_weaver import plots
+
+    results = {"fine-tuned": {100: 0.85, 1000: 0.91}, "from scratch": {100: 0.71, 1000: float("nan")},
+               "backbone fixed": {}}
+    written = plots.metric_vs_labels(tmp_path / "acc", results, ylabel="accuracy", ylim=(0.5, 1.0))
+    assert _is_png(written[0]) and written[1].stat().st_size > 1000
+    rng = np.random.default_rng(2)
+    y = rng.random(400) < 0.5
+    written = plots.roc_curves(tmp_path / "roc", {"good": (y, y + rng.normal(0, 0.5, 400)),
+                                                  "random": (y, rng.random(400)), "one class": (np.ones(5), np.ones(5))})
+    assert _is_png(written[0])
