@@ -3,6 +3,10 @@
 #   bash scripts/train_defaults.sh TOP.root QCD.root     (default: ../shared/data/pythia/pythia_{top,qcd}_20k.root)
 # Data: 20k t->bqq' + 20k q/g Pythia8 jets (omnijet-weaver-make-jets makes more); the last 10% of each file
 # is held back. Environment: OUT (default out/defaults), VQ_EPOCHS (6), GPT_EPOCHS (5).
+# CPU time of the packaged files (2-core machine shared with other jobs, one thread each): tokenizer 6 epochs
+# x 250 steps of 128 jets, 23 min (best epoch 3, validation loss 0.0997); tokenizing 40k jets, 3 min; GPT
+# 5 epochs x 250 steps of 128 jets, 55 min (best epoch 4, validation loss 4.58 = perplexity 97.7).
+# Together the two files are 6.3 MB.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$here/out/defaults}
