@@ -244,55 +244,6 @@ def take(arrays: dict, index) -> dict:
     return {k: v[index] for k, v in arrays.items()}
 
 
-def _kinematics(pt, eta, phi, mask) -> dict:
-    """Per-jet pt, mass, multiplicity and the constituent pTs of masked massless constituents (torch in)."""
-    from .features import jet_kinematics, particles_to_vectors
-
-    pt, eta, phi = pt.double(), eta.double(), phi.double()
-    jpt, _, _, mass, _ = jet_kinematics(*particles_to_vectors(pt, eta, phi), mask)
-    return {"jet_pt": jpt.numpy(), "mass": mass.numpy(), "n": mask.sum(1).numpy(),
-            "const_pt": pt[mask].numpy()}
-
-
-def real_jet_features(tokenizer, data_config, files, batch_size: int = 256) -> dict:
-    """Test jets through weaver's dataset and the tokenizer, as the models see them.
-
-    Returns ``{"input": kinematics, "reconstructed": kinematics, "label": class index, "code_counts": (K,),
-    "mass", "mass_rec", "n"}``: ``input`` are the tokenizer's input constituents (massless, |Δη|, |Δφ| < 0.8,
-    at most 128), ``reconstructed`` the same jets encoded to tokens and decoded; the last keys are those of
-    :func:`omnijet_weaver.evaluation.reconstruct_jets`, for :func:`~omnijet_weaver.evaluation.reconstruction_summary`.
-    """
-    import torch
-
-    from .data import jet_loader
-    from .features import from_features
-
-    tokenizer = tokenizer.eval()
-    loader = jet_loader(data_config, files, batch_size=batch_size)
-    names = loader.dataset.config.input_names
-    label_name = loader.dataset.config.label_names[0]
-    parts = {"input": [], "reconstructed": []}
-    labels = []
-    counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long)
-    with torch.no_grad():
-        for X, y, _ in loader:
-            points, _, vectors, mask = (X[k] for k in names[:4])
-            x, keep = tokenizer.transform(points, vectors, mask)
-            ids = tokenizer.encode_features(x, keep)
-            x_rec = tokenizer.decode_features(ids, keep)
-            parts["input"].append(_kinematics(*from_features(x), keep))
-            parts["reconstructed"].append(_kinematics(*from_features(x_rec), keep))
-            labels.append(y[label_name].numpy())
-            counts += torch.bincount(ids[keep], minlength=tokenizer.codebook_size)
-    if not labels:
-        raise DemoError(f"no test jets were read from {', '.join(map(str, files))}")
-    out = {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in parts.items()}
-    out["label"] = np.concatenate(labels).astype(np.int64)
-    out["code_counts"] = counts.numpy()
-    out["mass"], out["mass_rec"], out["n"] = out["input"]["mass"], out["reconstructed"]["mass"], out["input"]["n"]
-    return out
-
-
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve (probability that a random signal jet scores above a random background
     jet, ties counting one half); NaN without both classes."""
@@ -546,7 +497,7 @@ class Demo:
         import awkward as ak
 
         from .cli.tokenize import tokenize_files
-        from .evaluation import codebook_usage, reconstruction_summary
+        from .evaluation import codebook_usage, reconstruct_jets, reconstruction_summary
         from .generative import load_generative
         from .io import write_parquet
         from .packaged import packaged_path
@@ -560,7 +511,7 @@ class Demo:
         write_parquet(path, {k: table[k] for k in table.fields})
         flat = ak.to_numpy(ak.flatten(table["tokens"]))
         usage, perplexity = codebook_usage(np.bincount(flat, minlength=tok.codebook_size))
-        self.real = real_jet_features(tok, self.configs["data"], test)
+        self.real = reconstruct_jets(tok, self.configs["data"], test, batch_size=256)
         rec = reconstruction_summary(self.real, class_names=["qcd", "top"])
         rec["code_usage_tokens_file"], rec["perplexity_tokens_file"] = usage, perplexity
         rec["codebook_size"] = int(tok.codebook_size)
@@ -578,6 +529,7 @@ class Demo:
 
     # -- 3. generation ------------------------------------------------------------------------------------------
     def generate(self) -> None:
+        from .evaluation import jet_observables
         from .generation import jetclass_arrays
         from .io import write_jets
 
@@ -589,7 +541,7 @@ class Demo:
         # lets the tagger score the generated jets with weaver --predict (the label itself is not used)
         tagged = dict(arrays, label_QCD=np.ones(len(arrays["jet_pt"]), dtype=np.int32))
         write_jets(self.data / "generated_for_tagging.root", tagged)
-        self.gen = _kinematics(gen["pt"], gen["eta_rel"], gen["phi_rel"], gen["mask"])
+        self.gen = jet_observables(gen["pt"], gen["eta_rel"], gen["phi_rel"], gen["mask"])
         n = self.gen["n"]
         self.summary["generated"] = {
             "jets": int(cfg.gen_jets), "median_mass_GeV": _median(self.gen["mass"]),

@@ -11,14 +11,25 @@ import math
 import numpy as np
 import torch
 
-from .features import jet_mass_from_features
+from .features import from_features, jet_kinematics, particles_to_vectors
+
+
+def jet_observables(pt, eta_rel, phi_rel, mask) -> dict:
+    """Per jet: ``jet_pt`` and ``mass`` [GeV] and ``n`` (multiplicity) of massless constituents (B, N) given as
+    pT [GeV] and angles with a mask; plus ``const_pt``, the pTs of all real constituents. numpy out."""
+    pt, eta_rel, phi_rel = pt.double(), eta_rel.double(), phi_rel.double()
+    jpt, _, _, mass, _ = jet_kinematics(*particles_to_vectors(pt, eta_rel, phi_rel), mask)
+    return {"jet_pt": jpt.cpu().numpy(), "mass": mass.cpu().numpy(), "n": mask.sum(1).cpu().numpy(),
+            "const_pt": pt[mask].cpu().numpy()}
 
 
 @torch.no_grad()
 def reconstruct_jets(tokenizer, data_config, files, batch_size=512, device="cpu", max_jets=None):
-    """Per jet: original and reconstructed mass [GeV], multiplicity, class index; plus the code counts.
+    """Jets through weaver's dataset and the tokenizer, as the models see them, before and after tokenization.
 
-    Returns a dict of numpy arrays ``mass``, ``mass_rec``, ``n``, ``label`` and ``code_counts`` (K,).
+    Returns a dict: ``input`` and ``reconstructed`` (:func:`jet_observables` of the tokenizer's input
+    constituents and of the same jets encoded and decoded), ``label`` (class index), ``code_counts`` (K,), and
+    the shortcuts ``mass``, ``mass_rec`` [GeV] and ``n`` used by :func:`reconstruction_summary`.
     """
     from .data import jet_loader
 
@@ -26,7 +37,8 @@ def reconstruct_jets(tokenizer, data_config, files, batch_size=512, device="cpu"
     loader = jet_loader(data_config, files, batch_size=batch_size)
     names = loader.dataset.config.input_names
     label_name = loader.dataset.config.label_names[0]
-    out = {"mass": [], "mass_rec": [], "n": [], "label": []}
+    parts = {"input": [], "reconstructed": []}
+    labels = []
     counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long)
     seen = 0
     for X, y, _ in loader:
@@ -34,17 +46,24 @@ def reconstruct_jets(tokenizer, data_config, files, batch_size=512, device="cpu"
         x, keep = tokenizer.transform(points, vectors, mask)
         ids = tokenizer.encode_features(x, keep)
         x_rec = tokenizer.decode_features(ids, keep)
-        out["mass"].append(jet_mass_from_features(x, keep).cpu().numpy())
-        out["mass_rec"].append(jet_mass_from_features(x_rec, keep).cpu().numpy())
-        out["n"].append(keep.sum(1).cpu().numpy())
-        out["label"].append(y[label_name].numpy())
+        parts["input"].append(jet_observables(*from_features(x), keep))
+        parts["reconstructed"].append(jet_observables(*from_features(x_rec), keep))
+        labels.append(y[label_name].numpy())
         counts += torch.bincount(ids[keep].cpu(), minlength=tokenizer.codebook_size)
         seen += len(ids)
         if max_jets is not None and seen >= max_jets:
             break
-    result = {k: np.concatenate(v)[:max_jets] for k, v in out.items()}
-    result["code_counts"] = counts.numpy()
-    return result
+    if not labels:
+        raise ValueError(f"no jets were read from {', '.join(map(str, files))}: check the files and the selection")
+    out = {k: {f: np.concatenate([p[f] for p in v]) for f in v[0]} for k, v in parts.items()}
+    if max_jets is not None:  # per-jet arrays only (const_pt is per constituent)
+        for v in out.values():
+            for f in ("jet_pt", "mass", "n"):
+                v[f] = v[f][:max_jets]
+    out["label"] = np.concatenate(labels).astype(np.int64)[:max_jets]
+    out["code_counts"] = counts.numpy()
+    out["mass"], out["mass_rec"], out["n"] = out["input"]["mass"], out["reconstructed"]["mass"], out["input"]["n"]
+    return out
 
 
 def codebook_usage(counts) -> tuple[float, float]:

@@ -120,3 +120,16 @@ def convert_to_ttree(src, dst, tree: str = TREE_NAME, overwrite: bool = False) -
         arrays[name] = col.to_numpy() if col.ndim == 1 else col
     write_root(dst, arrays, tree=tree)
     return len(table)
+
+
+def split_root(src, first, rest, fraction: float = 0.9, tree: str = TREE_NAME) -> tuple[int, int]:
+    """Write the first ``fraction`` of the jets of ``src`` to ``first`` and the others to ``rest`` (TTrees),
+    e.g. to hold back jets for evaluation. Returns the two numbers of jets."""
+    import uproot
+
+    with uproot.open(os.fspath(src)) as f:
+        table = f[tree].arrays()
+    cut = int(fraction * len(table))
+    for path, part in ((first, table[:cut]), (rest, table[cut:])):
+        write_root(path, {k: (part[k].to_numpy() if part[k].ndim == 1 else part[k]) for k in part.fields}, tree=tree)
+    return cut, len(table) - cut

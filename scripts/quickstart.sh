@@ -12,18 +12,11 @@ for f in "${files[@]}"; do
 done
 
 # hold back the last 10% of every file for the evaluation (written as TTrees that weaver reads)
-python - "$out" "${files[@]}" <<'PY'
-import sys, os, uproot
-from omnijet_weaver.io import write_root
-out, files = sys.argv[1], sys.argv[2:]
-for f in files:
-    t = uproot.open(f)["tree"].arrays()
-    cut = int(0.9 * len(t))
-    name = os.path.splitext(os.path.basename(f))[0]
-    cols = lambda sl: {k: (t[k][sl].to_numpy() if t[k].ndim == 1 else t[k][sl]) for k in t.fields}
-    write_root(f"{out}/{name}_train.root", cols(slice(0, cut)))
-    write_root(f"{out}/{name}_heldout.root", cols(slice(cut, None)))
-PY
+for f in "${files[@]}"; do
+  name=$(basename "${f%.*}")
+  python -c 'import sys; from omnijet_weaver.io import split_root; split_root(*sys.argv[1:4])' \
+    "$f" "$out/${name}_train.root" "$out/${name}_heldout.root"
+done
 
 weaver --data-train "$out"/*_train.root --train-val-split 0.9 \
   --data-config "$here/data_configs/qg_top.yaml" --network-config "$here/network_configs/omnijet_vqvae.py" \

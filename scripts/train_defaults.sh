@@ -16,17 +16,11 @@ qcd=${2:-$here/../shared/data/pythia/pythia_qcd_20k.root}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 cfg=$here/data_configs/qg_top.yaml
 
-python - "$out" "$top" "$qcd" <<'PY'
-import sys, uproot
-from omnijet_weaver.io import write_root
-out, files = sys.argv[1], dict(top=sys.argv[2], qcd=sys.argv[3])
-for name, f in files.items():
-    t = uproot.open(f)["tree"].arrays()
-    cut = int(0.9 * len(t))
-    cols = lambda sl: {k: (t[k][sl].to_numpy() if t[k].ndim == 1 else t[k][sl]) for k in t.fields}
-    write_root(f"{out}/{name}_train.root", cols(slice(0, cut)))
-    write_root(f"{out}/{name}_test.root", cols(slice(cut, None)))
-PY
+for name in top qcd; do
+  src=$top; [ "$name" = qcd ] && src=$qcd
+  python -c 'import sys; from omnijet_weaver.io import split_root; split_root(*sys.argv[1:4])' \
+    "$src" "$out/${name}_train.root" "$out/${name}_test.root"
+done
 
 # 1. tokenizer: conditional VQ-VAE, 2048 codes, 2 NormFormer blocks of width 64 (paper: 8192, 4 x 128)
 weaver --data-train "$out/top_train.root" "$out/qcd_train.root" --train-val-split 0.9 --data-config "$cfg" \
