@@ -52,7 +52,8 @@ def test_weaver_trains_with_our_hooks_and_loss_falls(trained):
     best = int(np.argmin([r["loss"] for r in val_rows]))
     metrics = [float(m) for m in re.findall(r"Current validation metric: ([-0-9.eE]+)", log)]
     assert int(np.argmax(metrics)) == best
-    assert np.allclose(metrics, np.exp(-np.array([r["loss"] for r in val_rows])), rtol=1e-4)
+    # weaver logs the metric with 5 decimals, our losses with 5 significant digits
+    assert np.allclose(metrics, np.exp(-np.array([r["loss"] for r in val_rows])), rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_reloads_without_options_and_encodes_a_file(trained, toy_root_files):
