@@ -146,14 +146,10 @@ def load_model(path, kinds=None, map_location="cpu") -> nn.Module:
 
 def save_model(model: nn.Module, path) -> None:
     """Save ``model.state_dict()`` atomically (temporary name, then rename)."""
-    path = os.fspath(path)
-    tmp = path + ".tmp-%d" % os.getpid()
-    try:
+    from .io import atomic_output
+
+    with atomic_output(path) as tmp:
         torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def from_description(desc: dict, kinds=None, where="description") -> nn.Module:

@@ -219,9 +219,10 @@ def _publish(work: Path, output: Path) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from .io import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -776,7 +777,7 @@ def summary_markdown(s: dict) -> str:
     """The report's ``summary.md`` from the summary dict."""
     cfg = s.get("config", {})
     jets, tok, gen, tag = s["jets"], s["tokens"], s["generated"], s["tagging"]
-    L = [f"# OmniJet-α demo report", "",
+    L = ["# OmniJet-α demo report", "",
          f"{'Quick run (tiny sizes, for tests): numbers are not meaningful. ' if cfg.get('quick') else ''}"
          f"Pythia8 jets: {jets['top']['jets']} top + {jets['qcd']['jets']} QCD (seed {cfg.get('seed')}); packaged "
          f"generative model `{gen['checkpoint']}` (tokenizer: {tok['codebook_size']} codes; backbone: "

@@ -15,10 +15,11 @@ renamed at the end, and returns the paths written.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .io import atomic_output
 
 #: Formats written by default.
 FORMATS = ("png", "pdf")
@@ -76,13 +77,8 @@ def save_figure(fig, path, formats=FORMATS) -> list[Path]:
     written = []
     for fmt in formats:
         target = path.with_name(f"{path.name}.{fmt}")
-        tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}.{fmt}")
-        try:
+        with atomic_output(target) as tmp:
             fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         written.append(target)
     return written
 

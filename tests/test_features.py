@@ -1,6 +1,5 @@
 """The feature transform: weaver inputs -> tokenizer features and the exact inverse."""
 
-import awkward as ak
 import numpy as np
 import pytest
 import torch
