@@ -1,0 +1,121 @@
+"""Report folders of the evaluation commands: built in a hidden sibling, renamed into place when complete.
+
+    with ReportFolder("report/", marker=".omnijet-weaver-token-quality", overwrite=False) as work:
+        write_text(work / "summary.md", "...")       # work is the hidden folder; on success it becomes report/
+
+An existing non-empty output is refused unless ``overwrite``, and even then only a folder that holds the
+same ``marker`` file (a previous report of the same command) is replaced. A failed run leaves no output
+and removes its hidden folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder exists, is not empty, and may not be replaced."""
+
+
+def check_report_folder(output, marker: str, overwrite: bool = False) -> Path:
+    """Validate ``output`` before any work; returns it as an absolute path (see the module docstring)."""
+    output = Path(output).expanduser().absolute()
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"output {str(output)!r} exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"output folder {str(output)!r} exists and is not empty; pass --overwrite to "
+                                    f"replace it, or choose another --output")
+        if not (output / marker).is_file():
+            raise OutputExistsError(f"output folder {str(output)!r} is not empty and holds no {marker} file (it is "
+                                    f"not a report of this command): refusing to replace it; choose another --output")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"the folder {str(output.parent)!r} of the output does not exist")
+    return output
+
+
+def publish(work: Path, output: Path) -> None:
+    """Move the finished folder ``work`` to ``output``, replacing a previous report there."""
+    old = None
+    if output.exists():
+        if any(output.iterdir()):
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            os.replace(output, old)
+        else:
+            output.rmdir()
+    os.replace(work, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class ReportFolder:
+    """Context manager: yields the hidden work folder; publishes it as ``output`` when the block succeeds,
+    removes it when the block raises (unless ``keep_failed``)."""
+
+    def __init__(self, output, marker: str, overwrite: bool = False, keep_failed: bool = False):
+        self.output = check_report_folder(output, marker, overwrite)
+        self.marker = marker
+        self.keep_failed = keep_failed
+        self.work = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        self.work.mkdir()
+        (self.work / self.marker).write_text(f"report of {self.marker.lstrip('.')}\n")
+        return self.work
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            publish(self.work, self.output)
+        elif not self.keep_failed:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return False
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` under a temporary name, renamed at the end."""
+    from .io import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def write_json(path, data) -> None:
+    """``data`` as indented JSON (numpy scalars and arrays converted; NaN written as NaN)."""
+    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number for a table: ``digits`` decimals, "–" for None/NaN."""
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return f"{x:.{digits}f}"
+
+
+def markdown_table(headers, rows) -> str:
+    """A GitHub-flavoured markdown table; cells are converted with ``str`` (format numbers with :func:`fmt`)."""
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["OutputExistsError", "ReportFolder", "check_report_folder", "publish", "write_text", "write_json", "fmt",
+           "markdown_table"]
