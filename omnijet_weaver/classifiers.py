@@ -31,7 +31,7 @@ from torch import nn
 
 from .features import from_features, particles_to_vectors
 
-MODELS = ("deepsets", "transformer")
+MODELS = ("deepsets", "transformer", "part")
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -152,12 +152,70 @@ class ParticleTransformerClassifier(nn.Module):
         return self.part(x.transpose(1, 2), v=vectors, mask=mask.unsqueeze(1).to(x.dtype))
 
 
+class ClassAttentionBlock(nn.Module):
+    """A class token attends to the particles (CaiT / ParT class attention): ``c + MHA(LN(c), LN(x))`` then
+    ``c + MLP(LN(c))``. c (B, 1, D), x (B, N, D), mask (B, N) bool -> (B, 1, D)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm_c, self.norm_x = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
+                                 nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, c, x, mask):
+        kv = self.norm_x(x)
+        c = c + self.attn(self.norm_c(c), kv, kv, key_padding_mask=~mask, need_weights=False)[0]
+        return c + self.mlp(c)
+
+
+class TransformerClassifier(nn.Module):
+    """The paper's transformer classifier (appendix A 2), CPU-sized by default: a per-particle embedding,
+    ``num_blocks`` NormFormer blocks over the particles (:class:`~omnijet_weaver.layers.NormFormerBlock`, no
+    positional information), ``num_cls_blocks`` class-attention blocks with a learned class token as query
+    (:class:`ClassAttentionBlock`) and an MLP head (hidden ``head_dims``). Paper: 5 + 2 blocks, head 128, 128.
+
+    x (B, N, F), mask (B, N) bool -> logits (B, num_classes). Padded slots are ignored whatever they hold;
+    a jet without constituents gets one all-zero stand-in particle, so no attention row is empty.
+    """
+
+    def __init__(self, num_features: int = 3, num_classes: int = 2, dim: int = 64, num_heads: int = 4,
+                 num_blocks: int = 3, num_cls_blocks: int = 2, head_dims=(128, 128)):
+        super().__init__()
+        from .layers import NormFormerBlock
+
+        self.embed = nn.Sequential(nn.Linear(num_features, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.blocks = nn.ModuleList(NormFormerBlock(dim, num_heads) for _ in range(num_blocks))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.cls_blocks = nn.ModuleList(ClassAttentionBlock(dim, num_heads) for _ in range(num_cls_blocks))
+        self.head = nn.Sequential(nn.LayerNorm(dim), _mlp(dim, tuple(head_dims)),
+                                  nn.Linear((dim, *head_dims)[-1], num_classes))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x, mask):
+        """x (B, N, F) float, mask (B, N) bool -> logits (B, num_classes)."""
+        x, mask = _pack(x, mask)
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+        mask = mask.clone()
+        mask[:, 0] |= ~mask.any(1)  # the stand-in particle of empty jets
+        h = self.embed(x) * mask.unsqueeze(-1)
+        for block in self.blocks:
+            h = block(h, mask)
+        c = self.cls_token.expand(len(h), -1, -1)
+        for block in self.cls_blocks:
+            c = block(c, h, mask)
+        return self.head(c[:, 0])
+
+
 def build_model(model: str, num_features: int, num_classes: int, width: int = 10, **model_kwargs) -> nn.Module:
     """``"deepsets"`` -> :class:`DeepSets` (per-particle width ``width``); ``"transformer"`` ->
-    :class:`ParticleTransformerClassifier` (``width`` unused). ``model_kwargs`` go to the constructor."""
+    :class:`TransformerClassifier`; ``"part"`` -> :class:`ParticleTransformerClassifier` (weaver's ParT, with
+    pair features: slow on a CPU). ``model_kwargs`` go to the constructor."""
     if model == "deepsets":
         return DeepSets(num_features, num_classes, width=width, **model_kwargs)
     if model == "transformer":
+        return TransformerClassifier(num_features, num_classes, **model_kwargs)
+    if model == "part":
         return ParticleTransformerClassifier(num_features, num_classes, **model_kwargs)
     raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
 

@@ -28,32 +28,25 @@ deleted at the end unless ``keep_data``.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import datetime
 import json
 import math
 import os
-import re
 import shlex
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .weaver_runs import (MODES, OutputExistsError, WeaverJob, WeaverRunner, publish, read_predictions,
+                          repo_configs, roc_auc, validation_metrics, weaver_executable, write_text)
+from .weaver_runs import WeaverRunError as DemoError  # a demo stage failed (the message says which, and its log)
+
 #: Jet types of the demo, in the order of the Pythia runs: (process name, label branch).
 PROCESSES = (("top", "label_Tbqq"), ("qcd", "label_QCD"))
-#: Tagger training modes: name -> (label in tables and plots, weaver ``-o`` options). Fine-tuning from the
-#: packaged generative model is the network config's default, so it needs no option.
-MODES = {
-    "finetune": ("fine-tuned", []),
-    "scratch": ("from scratch", ["-o", "pretrained", "None"]),
-    "frozen": ("backbone fixed", ["-o", "freeze_backbone", "True"]),
-}
 #: File in every demo report; ``--overwrite`` only ever replaces a folder that holds it.
 MARKER = ".omnijet-weaver-demo"
 #: Physics windows checked on the jets.
@@ -64,14 +57,6 @@ MASS_BINS = np.linspace(0, 300, 31)
 PT_BINS = np.linspace(200, 1200, 41)
 MULT_BINS = np.arange(0, 132, 4)
 CONST_PT_BINS = np.geomspace(0.1, 1000, 41)
-
-
-class DemoError(RuntimeError):
-    """A demo stage failed (the message says which and where its log is)."""
-
-
-class OutputExistsError(FileExistsError):
-    """The output folder exists, is not empty, and --overwrite was not given (or it is no demo report)."""
 
 
 @dataclasses.dataclass
@@ -145,84 +130,19 @@ def quick_config(output, **changes) -> DemoConfig:
     return DemoConfig(**base)
 
 
-# --------------------------------------------------------------------------------------------------------
-# files of the repository checkout and the weaver command
-# --------------------------------------------------------------------------------------------------------
-
-
-def repo_configs() -> dict:
-    """Paths of the network and data configs the demo runs weaver with, in the repository checkout next to
-    the installed package (``network_configs/omnijet_cls.py``, ``data_configs/qg_top.yaml``)."""
-    import omnijet_weaver
-
-    root = Path(omnijet_weaver.__file__).resolve().parents[1]
-    paths = {"network": root / "network_configs" / "omnijet_cls.py", "data": root / "data_configs" / "qg_top.yaml"}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"the demo runs weaver with the repository's configs, but {', '.join(missing)} is missing: "
-            f"this omnijet-weaver is not installed from a repository checkout; clone the repository and "
-            f"`pip install -e .` there")
-    return paths
-
-
-def weaver_executable() -> str:
-    """The ``weaver`` command of this Python environment."""
-    local = Path(sys.executable).parent / "weaver"
-    if local.is_file():
-        return str(local)
-    found = shutil.which("weaver")
-    if not found:
-        raise FileNotFoundError("the `weaver` command is not installed: pip install weaver-core==0.5.3")
-    return found
-
-
-# --------------------------------------------------------------------------------------------------------
-# output folder
-# --------------------------------------------------------------------------------------------------------
-
-
 def check_output(output, overwrite: bool = False) -> Path:
     """Validate the report folder before any work; returns it as an absolute path.
 
     An existing non-empty folder is refused unless ``overwrite``; even then only a previous demo report
     (one holding the :data:`MARKER` file) is replaced, never an unrelated folder.
     """
-    output = Path(output).expanduser().absolute()
-    if output.exists() and not output.is_dir():
-        raise OutputExistsError(f"output {str(output)!r} exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"output folder {str(output)!r} exists and is not empty; pass --overwrite to replace it, or choose "
-                f"another --output")
-        if not (output / MARKER).is_file():
-            raise OutputExistsError(
-                f"output folder {str(output)!r} is not empty and is no omnijet-weaver-demo report (it has no {MARKER} "
-                f"file): refusing to replace it even with --overwrite; choose another --output")
-    return output
+    from .weaver_runs import check_output as check
+
+    return check(output, overwrite, marker=MARKER, kind="omnijet-weaver-demo report")
 
 
-def _publish(work: Path, output: Path) -> None:
-    """Move the finished report ``work`` to ``output``, replacing a previous report there."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if output.exists():
-        if any(output.iterdir()):
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-        else:
-            output.rmdir()
-    os.replace(work, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    from .io import atomic_output
-
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text)
+_publish = publish
+_write_text = write_text
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -245,139 +165,9 @@ def take(arrays: dict, index) -> dict:
     return {k: v[index] for k, v in arrays.items()}
 
 
-def roc_auc(labels, scores) -> float:
-    """Area under the ROC curve (probability that a random signal jet scores above a random background
-    jet, ties counting one half); NaN without both classes."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, tie_counts = np.unique(scores, return_inverse=True, return_counts=True)
-    first_rank = np.cumsum(tie_counts) - tie_counts  # 0-based rank of the first score of each tie group
-    ranks = first_rank[inverse] + (tie_counts[inverse] - 1) / 2.0 + 1.0  # average 1-based ranks
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def _median(x) -> float:
     x = np.asarray(x, dtype=np.float64)
     return float(np.median(x)) if len(x) else float("nan")
-
-
-# --------------------------------------------------------------------------------------------------------
-# weaver runs
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class WeaverJob:
-    """One weaver command line, its log and what it is (for messages and the report)."""
-
-    name: str
-    args: list
-    log: Path
-    cost: float = 1.0  # relative run time, to start the longest jobs first
-    seconds: float = float("nan")
-
-
-class WeaverRunner:
-    """Runs weaver command lines, several at a time, each with its share of the CPU threads; stops every
-    process it started when one fails or on Ctrl-C."""
-
-    def __init__(self, concurrent: int, threads_per_job: int, cwd: Path, display=str):
-        self.concurrent = max(1, concurrent)
-        self.threads = max(1, threads_per_job)
-        self.cwd = cwd
-        self.display = display
-        self._procs = set()
-        self._lock = threading.Lock()
-        self._stopping = False
-        self.exe = weaver_executable()
-
-    def command(self, job: WeaverJob) -> list:
-        return [self.exe] + [str(a) for a in job.args]
-
-    def _run(self, job: WeaverJob) -> WeaverJob:
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads),
-                   PYTHONUNBUFFERED="1")
-        start = time.perf_counter()
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(job.log, "w") as log:
-            log.write("$ " + shlex.join(self.command(job)) + "\n\n")
-            log.flush()
-            with self._lock:
-                if self._stopping:
-                    raise DemoError("stopped")
-                proc = subprocess.Popen(self.command(job), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                        env=env, stdin=subprocess.DEVNULL)
-                self._procs.add(proc)
-            try:
-                rc = proc.wait()
-            finally:
-                with self._lock:
-                    self._procs.discard(proc)
-        job.seconds = time.perf_counter() - start
-        if rc != 0:
-            tail = job.log.read_text(errors="replace").strip().splitlines()[-15:]
-            raise DemoError(f"weaver ({job.name}) failed with exit code {rc}; its log is {self.display(job.log)}; "
-                            "last lines:\n    " + "\n    ".join(tail))
-        return job
-
-    def stop(self) -> None:
-        """Terminate the weaver processes this runner started (and only those)."""
-        with self._lock:
-            self._stopping = True
-            procs = list(self._procs)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    def run(self, jobs, on_done=None) -> list:
-        """Run ``jobs`` (longest first, ``concurrent`` at a time); ``on_done(job)`` after each. Raises the first
-        failure after stopping the others."""
-        order = sorted(jobs, key=lambda j: -j.cost)
-        with cf.ThreadPoolExecutor(self.concurrent) as pool:
-            futures = [pool.submit(self._run, j) for j in order]
-            try:
-                for f in cf.as_completed(futures):
-                    job = f.result()
-                    if on_done is not None:
-                        on_done(job)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                self.stop()
-                raise
-        return list(jobs)
-
-
-_VAL_RE = re.compile(r"Current validation metric: ([-+0-9.eEnaif]+) \(best: ([-+0-9.eEnaif]+)\)")
-
-
-def validation_metrics(log: Path) -> list[float]:
-    """Validation accuracy of every epoch, from a weaver training log."""
-    return [float(m.group(1)) for m in _VAL_RE.finditer(log.read_text(errors="replace"))]
-
-
-def read_predictions(path: Path) -> dict:
-    """weaver --predict output (ROOT) of the top-vs-QCD tagger: ``is_top``, ``score_top`` and the observers."""
-    import uproot
-
-    with uproot.open(path) as f:
-        tree = f[f.keys()[0].split(";")[0]]
-        names = set(tree.keys())
-        wanted = [k for k in ("label_Tbqq", "score_label_Tbqq", "score_label_QCD", "jet_pt", "jet_eta",
-                              "jet_energy", "jet_nparticles") if k in names]
-        arrays = tree.arrays(wanted, library="np")
-    return {"is_top": arrays["label_Tbqq"].astype(bool), "score_top": arrays["score_label_Tbqq"].astype(np.float64),
-            "score_qcd": arrays["score_label_QCD"].astype(np.float64),
-            **{k: arrays[k].astype(np.float64) for k in ("jet_pt", "jet_eta", "jet_energy", "jet_nparticles")
-               if k in arrays}}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -530,8 +320,8 @@ class Demo:
 
     # -- 3. generation ------------------------------------------------------------------------------------------
     def generate(self) -> None:
-        from .evaluation import jet_observables
         from .generation import jetclass_arrays
+        from .observables import masked_observables
         from .io import write_jets
 
         cfg = self.cfg
@@ -542,7 +332,8 @@ class Demo:
         # lets the tagger score the generated jets with weaver --predict (the label itself is not used)
         tagged = dict(arrays, label_QCD=np.ones(len(arrays["jet_pt"]), dtype=np.int32))
         write_jets(self.data / "generated_for_tagging.root", tagged)
-        self.gen = jet_observables(gen["pt"], gen["eta_rel"], gen["phi_rel"], gen["mask"])
+        jets, constituents = masked_observables(gen["pt"], gen["eta_rel"], gen["phi_rel"], gen["mask"])
+        self.gen = {**jets, "const_pt": constituents["pt"]}
         n = self.gen["n"]
         self.summary["generated"] = {
             "jets": int(cfg.gen_jets), "median_mass_GeV": _median(self.gen["mass"]),
@@ -713,7 +504,7 @@ class Demo:
         ref = "Pythia test jets, tokenized"
         figs = {
             "jet_mass": plots.hist_ratio(w / "jet_mass", three("mass"), MASS_BINS, reference=ref, xlabel="jet mass [GeV]"),
-            "jet_pt": plots.hist_ratio(w / "jet_pt", three("jet_pt"), PT_BINS, reference=ref, xlabel="jet $p_T$ [GeV]"),
+            "jet_pt": plots.hist_ratio(w / "jet_pt", three("pt"), PT_BINS, reference=ref, xlabel="jet $p_T$ [GeV]"),
             "multiplicity": plots.hist_ratio(w / "multiplicity", three("n"), MULT_BINS, reference=ref,
                                              xlabel="constituents per jet"),
             "constituent_pt": plots.hist_ratio(w / "constituent_pt", three("const_pt"), CONST_PT_BINS, reference=ref,

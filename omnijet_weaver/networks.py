@@ -99,7 +99,27 @@ def gpt_model(data_config, **options):
 BACKBONE_OPTIONS = ("embed_dim", "num_blocks", "num_heads", "ff_dim")
 
 
-def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_backbone=False, **options):
+def seed_everything(seed, where: str = "omnijet_cls") -> int:
+    """Seed torch (CPU and CUDA), numpy's global generator and ``random`` with ``seed`` (``-o seed N``)."""
+    import logging
+    import random
+
+    import numpy as np
+    import torch
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"{where}: -o seed takes a whole number from 0 to 2**32 - 1, got {seed!r}")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    logging.getLogger("weaver").info(
+        "%s: -o seed %d: torch, numpy and random seeded (model initialisation, weaver's shuffling of the jets)",
+        where, seed)
+    return seed
+
+
+def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_backbone=False, seed=None,
+                 early_stopping=None, **options):
     """get_model() of ``omnijet_cls.py``: :class:`~omnijet_weaver.tagger.OmniJetTagger`.
 
     Args:
@@ -109,17 +129,29 @@ def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_back
             packaged model so that scratch and fine-tuned runs compare like for like).
         tokenizer: tokenizer checkpoint (only with ``pretrained=None``).
         freeze_backbone: train only the classification head.
+        seed: seed torch, numpy and ``random`` first (:func:`seed_everything`). weaver calls get_model after
+            it has set up its data loaders but before it reads any jet, so the seed fixes the head's (and a
+            scratch backbone's) initialisation and weaver's shuffling of the training and validation jets (in
+            the main process with ``--num-workers 0``; DataLoader workers are seeded from torch's generator).
+            It does not cover weaver's shuffling of the file list under DDP (done before get_model) nor
+            non-deterministic GPU kernels. weaver 0.5.3 has no seed option of its own.
+        early_stopping: patience in epochs of the early stopping on the validation loss (see
+            :mod:`omnijet_weaver.early_stopping`; used by get_train_fn / get_evaluate_fn, checked here).
         options: ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim`` (from scratch only), ``head_hidden``.
     """
     from .checkpoint import description
+    from .early_stopping import check_patience
     from .generative import load_generative
     from .packaged import packaged_path
     from .tagger import OmniJetTagger
     from .tokenizer import load_tokenizer
 
+    check_patience(early_stopping)
+    if seed is not None:
+        seed_everything(seed)
     check_inputs(data_config, "omnijet_cls")
     ctor, _ = split_options(OmniJetTagger, options, "omnijet_cls",
-                            extra=("tokenizer", "num_classes", "freeze_backbone"))
+                            extra=("tokenizer", "num_classes", "freeze_backbone", "seed", "early_stopping"))
     if isinstance(pretrained, str) and pretrained.lower() == "none":
         pretrained = None
     ref = None
@@ -146,3 +178,30 @@ def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_back
     if pretrained is not None:
         model.backbone.load_state_dict(ref.backbone.state_dict())
     return model, model_info(data_config, output_names=("softmax",))
+
+
+class UseWeaverLoops(AttributeError):
+    """Raised by the tagger's get_train_fn / get_evaluate_fn without ``-o early_stopping``: weaver-core 0.5.3
+    takes an AttributeError from these hooks for "not defined" and uses its own classification loops (it logs
+    "Running in classification mode"), so the tagger trains exactly as ParT does."""
+
+
+def tagger_train_fn(data_config, early_stopping=None, **options):
+    """get_train_fn() of ``omnijet_cls.py``: weaver's own loop, or its early-stopping wrapper with
+    ``-o early_stopping N`` (:mod:`omnijet_weaver.early_stopping`)."""
+    from .early_stopping import check_patience, train_fn
+
+    patience = check_patience(early_stopping)
+    if not patience:
+        raise UseWeaverLoops("no -o early_stopping: weaver's own training loop")
+    return train_fn(patience)
+
+
+def tagger_evaluate_fn(data_config, early_stopping=None, **options):
+    """get_evaluate_fn() of ``omnijet_cls.py`` (see :func:`tagger_train_fn`)."""
+    from .early_stopping import check_patience, evaluate_fn
+
+    patience = check_patience(early_stopping)
+    if not patience:
+        raise UseWeaverLoops("no -o early_stopping: weaver's own evaluation")
+    return evaluate_fn(patience)

@@ -10,6 +10,7 @@ renamed at the end, and returns the paths written.
                      reference="Pythia", xlabel="jet mass [GeV]")
     plots.metric_vs_labels("out/accuracy", {"fine-tuned": {100: 0.85, 1000: 0.90},
                                             "from scratch": {100: 0.70, 1000: 0.86}}, ylabel="accuracy")
+    plots.metric_vs_labels("out/auc", {"fine-tuned": {100: (0.90, 0.01), 1000: (0.94, 0.005)}}, ylabel="AUC")
 """
 
 from __future__ import annotations
@@ -192,22 +193,38 @@ def metric_vs_labels(path, results: dict, ylabel: str, xlabel: str = "number of 
     """A metric (accuracy, AUC, ...) against the number of labelled jets, one line per training mode.
 
     Args:
-        results: ``{mode label: {number of labels: value}}`` (missing or NaN values are skipped).
+        results: ``{mode label: {number of labels: value}}``; a value is a number, or ``(mean, std)`` to draw
+            an error bar (e.g. the spread over seeds). Missing or NaN values are skipped (a NaN std draws no bar).
         ylim: y range (default: matplotlib's).
     Returns:
         the paths written.
     """
+
+    def mean_std(v):
+        if v is None:
+            return float("nan"), float("nan")
+        if np.ndim(v) == 0:
+            return float(v), float("nan")
+        m, e = v
+        return float(m), (float(e) if e is not None else float("nan"))
+
     with style():
         fig, (ax,) = new_figure(1, figsize=(8, 6))
         markers = "osD^v<>"
         all_n = set()
         for i, (mode, values) in enumerate(results.items()):
-            pts = sorted((int(n), float(v)) for n, v in values.items() if v is not None and np.isfinite(v))
+            pts = sorted((int(n), *mean_std(v)) for n, v in values.items())
+            pts = [p for p in pts if np.isfinite(p[1])]
             if not pts:
                 continue
-            n, v = zip(*pts)
-            all_n.update(n)
-            ax.plot(n, v, marker=markers[i % len(markers)], ms=8, lw=2, color=COLORS[i % len(COLORS)], label=mode)
+            n, v, err = (np.asarray(x) for x in zip(*pts))
+            all_n.update(int(x) for x in n)
+            color, marker = COLORS[i % len(COLORS)], markers[i % len(markers)]
+            if np.isfinite(err).any():
+                ax.errorbar(n, v, yerr=np.where(np.isfinite(err), err, 0.0), marker=marker, ms=8, lw=2, color=color,
+                            capsize=4, elinewidth=1.5, label=mode)
+            else:
+                ax.plot(n, v, marker=marker, ms=8, lw=2, color=color, label=mode)
         ax.set_xscale("log")
         if all_n:
             ticks = sorted(all_n)

@@ -22,8 +22,10 @@ class OutputExistsError(FileExistsError):
     """The output folder exists, is not empty, and may not be replaced."""
 
 
-def check_report_folder(output, marker: str, overwrite: bool = False) -> Path:
-    """Validate ``output`` before any work; returns it as an absolute path (see the module docstring)."""
+def check_report_folder(output, marker: str, overwrite: bool = False, kind: str | None = None) -> Path:
+    """Validate ``output`` before any work; returns it as an absolute path (see the module docstring).
+    ``kind`` names the report in messages (default: from the marker, e.g. "omnijet-weaver-demo report")."""
+    kind = kind or f"{marker.lstrip('.')} report"
     output = Path(output).expanduser().absolute()
     if output.exists() and not output.is_dir():
         raise OutputExistsError(f"output {str(output)!r} exists and is not a folder")
@@ -32,15 +34,14 @@ def check_report_folder(output, marker: str, overwrite: bool = False) -> Path:
             raise OutputExistsError(f"output folder {str(output)!r} exists and is not empty; pass --overwrite to "
                                     f"replace it, or choose another --output")
         if not (output / marker).is_file():
-            raise OutputExistsError(f"output folder {str(output)!r} is not empty and holds no {marker} file (it is "
-                                    f"not a report of this command): refusing to replace it; choose another --output")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"the folder {str(output.parent)!r} of the output does not exist")
+            raise OutputExistsError(f"output folder {str(output)!r} is not empty and is no {kind} (it has no {marker} "
+                                    f"file): refusing to replace it even with --overwrite; choose another --output")
     return output
 
 
 def publish(work: Path, output: Path) -> None:
     """Move the finished folder ``work`` to ``output``, replacing a previous report there."""
+    output.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if output.exists():
         if any(output.iterdir()):
@@ -64,6 +65,7 @@ class ReportFolder:
         self.work = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
 
     def __enter__(self) -> Path:
+        self.work.parent.mkdir(parents=True, exist_ok=True)
         self.work.mkdir()
         (self.work / self.marker).write_text(f"report of {self.marker.lstrip('.')}\n")
         return self.work

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from omnijet_weaver.classifiers import (
+    MODELS,
     DeepSets,
     ParticleTransformerClassifier,
+    build_model,
     classifier_test,
     roc_auc,
     split_indices,
@@ -100,10 +102,10 @@ def test_split_indices():
 # --- models ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["deepsets", "transformer"])
+@pytest.mark.parametrize("kind", MODELS)
 def test_models_are_permutation_invariant_and_ignore_padding(kind):
     torch.manual_seed(0)
-    net = DeepSets(3, 3, width=10) if kind == "deepsets" else ParticleTransformerClassifier(3, 3)
+    net = build_model(kind, 3, 3)
     net.eval()
     x, mask = (torch.from_numpy(a) for a in make_jets(8, seed=1))
     with torch.no_grad():
@@ -120,10 +122,10 @@ def test_models_are_permutation_invariant_and_ignore_padding(kind):
         assert not torch.allclose(net(changed, mask)[0], ref[0])
 
 
-@pytest.mark.parametrize("kind", ["deepsets", "transformer"])
+@pytest.mark.parametrize("kind", MODELS)
 def test_fully_masked_jets_give_finite_logits_and_gradients(kind):
     torch.manual_seed(0)
-    net = DeepSets(3, 2) if kind == "deepsets" else ParticleTransformerClassifier(3, 2)
+    net = build_model(kind, 3, 2)
     x, mask = (torch.from_numpy(a) for a in make_jets(6, seed=2))
     mask[:2] = False
     x[0] = float("nan")  # an empty jet whose padding holds NaN
@@ -240,9 +242,9 @@ def test_errors_name_the_problem():
     bad[3, 0, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         train_classifier(bad, mask, labels)
-    with pytest.raises(ValueError, match="deepsets, transformer"):
+    with pytest.raises(ValueError, match="deepsets, transformer, part"):
         train_classifier(x, mask, labels, model="bdt")
-    with pytest.raises(ValueError, match="deepsets, transformer"):
+    with pytest.raises(ValueError, match="deepsets, transformer, part"):
         classifier_test(x, mask, x, mask, model="bdt")
     with pytest.raises(ValueError, match="not enough jets"):
         train_classifier(x[:2], mask[:2], labels[:2])

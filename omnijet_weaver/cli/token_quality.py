@@ -40,7 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--data-config", default=None, help="weaver data config (default: the repository's qg_top.yaml)")
     p.add_argument("--max-jets", type=int, default=d.max_jets, help=f"jets to read (default {d.max_jets})")
     p.add_argument("--classifiers", type=_names, default=list(d.classifiers),
-                   help="information-loss classifiers, comma-separated: deepsets,transformer (default); none: skip")
+                   help="information-loss classifiers, comma-separated: deepsets,transformer (default), part (weaver's "
+                        "ParT with pair features, slow on a CPU); none: skip")
     p.add_argument("--seeds", type=_seeds, default=list(d.seeds),
                    help="classifier seeds, comma-separated, e.g. 0,1,2 (split and initialisation; mean and std "
                         "over them; default 0)")

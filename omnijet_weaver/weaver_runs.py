@@ -1,0 +1,257 @@
+"""Running the real ``weaver`` command from Python: the pieces shared by the demo (:mod:`omnijet_weaver.demo`)
+and the transfer-learning study (:mod:`omnijet_weaver.transfer`).
+
+- :func:`repo_configs`, :func:`weaver_executable`: the repository's network / data configs and the ``weaver``
+  command of this environment;
+- :class:`WeaverJob`, :class:`WeaverRunner`: weaver command lines run several at a time, each with its share of
+  the CPU threads and its own log, every process stopped when one fails or on Ctrl-C;
+- :func:`validation_metrics`, :func:`validation_losses`: per-epoch figures parsed from a weaver training log;
+- :func:`read_predictions`, :func:`read_class_predictions`, :func:`roc_auc`: ``weaver --predict`` outputs and
+  their metrics;
+- :func:`check_output`, :func:`publish`, :func:`write_text`: report folders built in a hidden sibling folder and
+  renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .classifiers import roc_auc  # noqa: F401 (re-exported)
+from .report import OutputExistsError, check_report_folder, publish, write_text  # noqa: F401 (re-exported)
+
+#: Tagger training modes: name -> (label in tables and plots, weaver ``-o`` options). Fine-tuning from the
+#: packaged generative model is the network config's default, so it needs no option.
+MODES = {
+    "finetune": ("fine-tuned", []),
+    "scratch": ("from scratch", ["-o", "pretrained", "None"]),
+    "frozen": ("backbone fixed", ["-o", "freeze_backbone", "True"]),
+}
+
+
+class WeaverRunError(RuntimeError):
+    """A weaver run failed (the message says which and where its log is)."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# files of the repository checkout and the weaver command
+# --------------------------------------------------------------------------------------------------------
+
+
+def repo_configs() -> dict:
+    """Paths of the network and data configs weaver runs with, in the repository checkout next to the
+    installed package (``network_configs/omnijet_cls.py``, ``data_configs/qg_top.yaml``)."""
+    import omnijet_weaver
+
+    root = Path(omnijet_weaver.__file__).resolve().parents[1]
+    paths = {"network": root / "network_configs" / "omnijet_cls.py", "data": root / "data_configs" / "qg_top.yaml"}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"omnijet-weaver runs weaver with the repository's configs, but {', '.join(missing)} is missing: "
+            f"this omnijet-weaver is not installed from a repository checkout; clone the repository and "
+            f"`pip install -e .` there")
+    return paths
+
+
+def weaver_executable() -> str:
+    """The ``weaver`` command of this Python environment."""
+    local = Path(sys.executable).parent / "weaver"
+    if local.is_file():
+        return str(local)
+    found = shutil.which("weaver")
+    if not found:
+        raise FileNotFoundError("the `weaver` command is not installed: pip install weaver-core==0.5.3")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------------
+# output folder
+# --------------------------------------------------------------------------------------------------------
+
+
+def check_output(output, overwrite: bool = False, marker: str = ".omnijet-weaver-demo",
+                 kind: str = "omnijet-weaver-demo report") -> Path:
+    """:func:`omnijet_weaver.report.check_report_folder` with the demo's marker by default."""
+    return check_report_folder(output, marker, overwrite, kind=kind)
+
+
+# --------------------------------------------------------------------------------------------------------
+# weaver runs
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class WeaverJob:
+    """One weaver command line, its log and what it is (for messages and the report).
+
+    ``then``: jobs run right after this one in the same slot, only if it succeeded (e.g. ``--predict`` with the
+    checkpoint a training wrote); ``on_done`` is called once the job and its follow-ups have finished.
+    """
+
+    name: str
+    args: list
+    log: Path
+    cost: float = 1.0  # relative run time (follow-ups included), to start the longest jobs first
+    seconds: float = float("nan")
+    then: list = dataclasses.field(default_factory=list)
+
+
+class WeaverRunner:
+    """Runs weaver command lines, several at a time, each with its share of the CPU threads; stops every
+    process it started when one fails or on Ctrl-C."""
+
+    def __init__(self, concurrent: int, threads_per_job: int, cwd: Path, display=str):
+        self.concurrent = max(1, concurrent)
+        self.threads = max(1, threads_per_job)
+        self.cwd = cwd
+        self.display = display
+        self._procs = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.exe = weaver_executable()
+
+    def command(self, job: WeaverJob) -> list:
+        return [self.exe] + [str(a) for a in job.args]
+
+    def _run_one(self, job: WeaverJob) -> WeaverJob:
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads),
+                   PYTHONUNBUFFERED="1")
+        start = time.perf_counter()
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log, "w") as log:
+            log.write("$ " + shlex.join(self.command(job)) + "\n\n")
+            log.flush()
+            with self._lock:
+                if self._stopping:
+                    raise WeaverRunError("stopped")
+                proc = subprocess.Popen(self.command(job), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                        env=env, stdin=subprocess.DEVNULL)
+                self._procs.add(proc)
+            try:
+                rc = proc.wait()
+            finally:
+                with self._lock:
+                    self._procs.discard(proc)
+        job.seconds = time.perf_counter() - start
+        if rc != 0:
+            tail = job.log.read_text(errors="replace").strip().splitlines()[-15:]
+            raise WeaverRunError(f"weaver ({job.name}) failed with exit code {rc}; its log is "
+                                 f"{self.display(job.log)}; last lines:\n    " + "\n    ".join(tail))
+        return job
+
+    def _run(self, job: WeaverJob) -> WeaverJob:
+        self._run_one(job)
+        for follow_up in job.then:
+            self._run_one(follow_up)
+        return job
+
+    def stop(self) -> None:
+        """Terminate the weaver processes this runner started (and only those)."""
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def run(self, jobs, on_done=None) -> list:
+        """Run ``jobs`` (longest first, ``concurrent`` at a time); ``on_done(job)`` after each. Raises the first
+        failure after stopping the others."""
+        order = sorted(jobs, key=lambda j: -j.cost)
+        with cf.ThreadPoolExecutor(self.concurrent) as pool:
+            futures = [pool.submit(self._run, j) for j in order]
+            try:
+                for f in cf.as_completed(futures):
+                    job = f.result()
+                    if on_done is not None:
+                        on_done(job)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                self.stop()
+                raise
+        return list(jobs)
+
+
+# --------------------------------------------------------------------------------------------------------
+# what weaver logged and predicted
+# --------------------------------------------------------------------------------------------------------
+
+_NUM = r"[-+0-9.eEnaif]+"
+_VAL_RE = re.compile(rf"Current validation metric: ({_NUM}) \(best: ({_NUM})\)")
+_EVAL_RE = re.compile(rf"Eval AvgLoss: ({_NUM}), AvgAcc: ({_NUM})")
+_TRAIN_RE = re.compile(rf"Train AvgLoss: ({_NUM}), AvgAcc: ({_NUM})")
+
+
+def validation_metrics(log: Path) -> list[float]:
+    """weaver's validation metric of every epoch (validation accuracy with weaver's own classification loops),
+    from a weaver training log."""
+    return [float(m.group(1)) for m in _VAL_RE.finditer(log.read_text(errors="replace"))]
+
+
+def validation_losses(log: Path) -> tuple[list[float], list[float]]:
+    """(loss, accuracy) of every validation pass of a weaver classification training log, as weaver logged them
+    ("Eval AvgLoss: ..., AvgAcc: ..."), at weaver's printed precision (5 decimals). Epochs skipped by early
+    stopping have no validation pass."""
+    found = _EVAL_RE.findall(log.read_text(errors="replace"))
+    return [float(a) for a, _ in found], [float(b) for _, b in found]
+
+
+def trained_epochs(log: Path) -> int:
+    """Number of epochs weaver's classification loop trained ("Train AvgLoss" lines)."""
+    return len(_TRAIN_RE.findall(log.read_text(errors="replace")))
+
+
+def read_predictions(path: Path) -> dict:
+    """weaver --predict output (ROOT) of the top-vs-QCD tagger: ``is_top``, ``score_top`` and the observers."""
+    import uproot
+
+    with uproot.open(path) as f:
+        tree = f[f.keys()[0].split(";")[0]]
+        names = set(tree.keys())
+        wanted = [k for k in ("label_Tbqq", "score_label_Tbqq", "score_label_QCD", "jet_pt", "jet_eta",
+                              "jet_energy", "jet_nparticles") if k in names]
+        arrays = tree.arrays(wanted, library="np")
+    return {"is_top": arrays["label_Tbqq"].astype(bool), "score_top": arrays["score_label_Tbqq"].astype(np.float64),
+            "score_qcd": arrays["score_label_QCD"].astype(np.float64),
+            **{k: arrays[k].astype(np.float64) for k in ("jet_pt", "jet_eta", "jet_energy", "jet_nparticles")
+               if k in arrays}}
+
+
+def read_class_predictions(path: Path, label_names) -> tuple[np.ndarray, np.ndarray]:
+    """weaver --predict output (ROOT) of a classifier with ``simple`` labels ``label_names`` (the data config's
+    order): (true class index per jet, scores (jets, classes))."""
+    import uproot
+
+    with uproot.open(path) as f:
+        tree = f[f.keys()[0].split(";")[0]]
+        names = set(tree.keys())
+        missing = [k for n in label_names for k in (n, f"score_{n}") if k not in names]
+        if missing:
+            raise KeyError(f"weaver's prediction file {path} lacks {', '.join(missing)}")
+        arrays = tree.arrays(list(label_names) + [f"score_{n}" for n in label_names], library="np")
+    truth = np.stack([arrays[n] for n in label_names], axis=1)
+    scores = np.stack([arrays[f"score_{n}"] for n in label_names], axis=1).astype(np.float64)
+    return np.argmax(truth, axis=1), scores
+
+
+__all__ = ["MODES", "WeaverRunError", "OutputExistsError", "repo_configs", "weaver_executable", "check_output",
+           "publish", "write_text", "WeaverJob", "WeaverRunner", "validation_metrics", "validation_losses",
+           "trained_epochs", "read_predictions", "read_class_predictions", "roc_auc"]
