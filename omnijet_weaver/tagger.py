@@ -22,17 +22,19 @@ from .tokenizer import TOKENIZER_KINDS
 class ClassificationHead(nn.Module):
     """Linear -> ReLU -> masked sum over the sequence -> Linear.
 
-    The last Linear starts small (weights N(0, 1e-3^2), bias 0), as heads for fine-tuning usually do: the sum
+    The last Linear starts small (weights N(0, 0.01^2), about a fifth of PyTorch's default, bias 0): the sum
     over up to 128 constituents of a pre-trained backbone's features would otherwise start the softmax
-    saturated (measured on Pythia jets with the packaged backbone: logit differences of std 16, loss 5.4),
-    so that the first epochs only undo the overconfidence and the validation loss, which early stopping
-    watches, says little about the accuracy.
+    saturated (packaged backbone on Pythia jets: logit differences of std 16, validation loss 5.4), so the
+    first epochs would only undo overconfidence and the validation loss, which early stopping watches, would
+    say little about the accuracy. Measured in-process (1000 top/QCD jets, 4 epochs, AdamW): fine-tuned
+    validation loss 0.34 vs 0.55 with the default init; from scratch learns as before. (1e-3 also calibrates,
+    but then a from-scratch run in weaver once stayed at chance.)
 
     Args:
         embed_dim: backbone size E; hidden_dim: width of the first Linear; num_classes: outputs.
     """
 
-    def __init__(self, embed_dim: int, hidden_dim: int, num_classes: int, out_init_std: float = 1e-3):
+    def __init__(self, embed_dim: int, hidden_dim: int, num_classes: int, out_init_std: float = 1e-2):
         super().__init__()
         self.hidden = nn.Linear(embed_dim, hidden_dim)
         self.out = nn.Linear(hidden_dim, num_classes)

@@ -36,7 +36,7 @@ LABELS = {"mass": "jet mass [GeV]", "pt": r"jet $p_T$ [GeV]", "tau21": r"$\tau_{
 BINS = {"mass": np.linspace(0, 300, 41), "pt": np.linspace(400, 1100, 36), "tau21": np.linspace(0, 1.2, 41),
         "tau32": np.linspace(0, 1.2, 41)}
 #: Ranges of the difference histograms (reconstructed - original).
-DIFF_RANGE = {"mass": 40.0, "pt": 80.0, "tau21": 0.4, "tau32": 0.4}
+DIFF_RANGE = {"mass": 60.0, "pt": 80.0, "tau21": 0.4, "tau32": 0.4}
 UNITS = {"mass": "GeV", "pt": "GeV", "tau21": "", "tau32": ""}
 #: Classifier sizes of the information-loss test (paper appendix A 2: DeepSets per-particle MLP 100, 100, 256;
 #: the transformer keeps the CPU-sized defaults of :class:`~omnijet_weaver.classifiers.TransformerClassifier`).
@@ -274,8 +274,9 @@ class TokenQuality:
                 ax.set_xlim(-0.8, 0.8)
                 ax.set_ylim(-0.8, 0.8)
                 ax.set_xlabel(r"$\phi^{rel}$")
-                ax.set_ylabel(r"$\eta^{rel}$")
                 ax.set_title(name, fontsize="medium")
+            axes[0].set_ylabel(r"$\eta^{rel}$")
+            fig.subplots_adjust(wspace=0.3)
             return [p.name for p in save_figure(fig, work / "token_spread")]
 
 
