@@ -34,15 +34,14 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .weaver_runs import (MODES, OutputExistsError, WeaverJob, WeaverRunner, publish, read_predictions,
-                          repo_configs, roc_auc, validation_metrics, weaver_executable, write_text)
+from .weaver_runs import (MODES, OutputExistsError, WeaverJob, WeaverRunner, publish, publish_when_done,
+                          read_predictions, repo_configs, roc_auc, validation_metrics, weaver_executable, write_text)
 from .weaver_runs import WeaverRunError as DemoError  # a demo stage failed (the message says which, and its log)
 
 #: Jet types of the demo, in the order of the Pythia runs: (process name, label branch).
@@ -227,22 +226,13 @@ class Demo:
         (self.work / MARKER).write_text(f"omnijet-weaver-demo report, {datetime.datetime.now().isoformat(timespec='seconds')}\n")
         self.say(f"omnijet-weaver demo -> {self.output} ({'quick, ' if cfg.quick else ''}{cfg.num_jets} jets per process, "
                  f"labels {', '.join(map(str, cfg.labels))}, modes {', '.join(cfg.modes)}, {cfg.n_workers} workers)")
-        try:
+        with publish_when_done(self.work, self.output, self.data, cfg.keep_data, self.say, "demo"):
             self.stage(1, "make jets", self.make_jets)
             self.stage(2, "tokenize", self.tokenize)
             self.stage(3, "generate", self.generate)
             self.stage(4, "tag (weaver)", self.tag)
             self.stage(5, "report", self.report)
             self.write_summary()
-            if not cfg.keep_data:
-                shutil.rmtree(self.data)
-            _publish(self.work, self.output)
-        except BaseException as err:
-            if not cfg.keep_data and self.data.exists():
-                shutil.rmtree(self.data, ignore_errors=True)
-            if self.work.exists():
-                self.say(f"demo stopped ({type(err).__name__}); the partial report and weaver logs are in {self.work}")
-            raise
         self.say(f"done in {time.perf_counter() - self._t0:.1f} s: {self.output / 'summary.md'}")
         return self.summary
 

@@ -29,14 +29,13 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .weaver_runs import (MODES, WeaverJob, WeaverRunError, WeaverRunner, check_output, publish,
+from .weaver_runs import (MODES, WeaverJob, WeaverRunError, WeaverRunner, check_output, publish_when_done,
                           read_class_predictions, repo_configs, roc_auc, trained_epochs, validation_losses,
                           validation_metrics, weaver_executable, write_text)
 
@@ -446,21 +445,11 @@ class TransferStudy:
         self.logs.mkdir()
         (self.work / MARKER).write_text(
             f"omnijet-weaver-transfer study, {datetime.datetime.now().isoformat(timespec='seconds')}\n")
-        try:
+        with publish_when_done(self.work, self.output, self.data, cfg.keep_data, self.say, "study"):
             subsets = self.write_jets(pool)
             test = self.test_set()
             self.train_and_predict(subsets, test)
             self.report(pool, subsets, test)
-            if not cfg.keep_data:
-                shutil.rmtree(self.data)
-            publish(self.work, self.output)
-        except BaseException as err:
-            if not cfg.keep_data and self.data.exists():
-                shutil.rmtree(self.data, ignore_errors=True)
-            if self.work.exists():
-                self.say(f"study stopped ({type(err).__name__}); the partial results and weaver logs are in "
-                         f"{self.work}")
-            raise
         self.say(f"done in {time.perf_counter() - self._t0:.1f} s: {self.output / 'summary.md'}")
         return self.results
 

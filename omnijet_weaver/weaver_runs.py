@@ -15,6 +15,7 @@ and the transfer-learning study (:mod:`omnijet_weaver.transfer`).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import os
 import re
@@ -85,6 +86,24 @@ def check_output(output, overwrite: bool = False, marker: str = ".omnijet-weaver
                  kind: str = "omnijet-weaver-demo report") -> Path:
     """:func:`omnijet_weaver.report.check_report_folder` with the demo's marker by default."""
     return check_report_folder(output, marker, overwrite, kind=kind)
+
+
+@contextlib.contextmanager
+def publish_when_done(work: Path, output: Path, data: Path, keep_data: bool, say, what: str):
+    """The body of a demo or study run: when it succeeds, ``data`` is deleted (unless ``keep_data``) and
+    ``work`` is published as ``output``; when it fails, ``data`` is deleted (unless ``keep_data``) and the
+    partial ``work`` folder stays, with its weaver logs, and ``say`` tells where."""
+    try:
+        yield
+        if not keep_data:
+            shutil.rmtree(data)
+        publish(work, output)
+    except BaseException as err:
+        if not keep_data and data.exists():
+            shutil.rmtree(data, ignore_errors=True)
+        if work.exists():
+            say(f"{what} stopped ({type(err).__name__}); the partial {what} and the weaver logs are in {work}")
+        raise
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -253,5 +272,5 @@ def read_class_predictions(path: Path, label_names) -> tuple[np.ndarray, np.ndar
 
 
 __all__ = ["MODES", "WeaverRunError", "OutputExistsError", "repo_configs", "weaver_executable", "check_output",
-           "publish", "write_text", "WeaverJob", "WeaverRunner", "validation_metrics", "validation_losses",
+           "publish", "publish_when_done", "write_text", "WeaverJob", "WeaverRunner", "validation_metrics", "validation_losses",
            "trained_epochs", "read_predictions", "read_class_predictions", "roc_auc"]
