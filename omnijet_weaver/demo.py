@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 import shlex
@@ -42,6 +41,7 @@ import numpy as np
 
 from .weaver_runs import (MODES, OutputExistsError, WeaverJob, WeaverRunner, publish, publish_when_done,
                           read_predictions, repo_configs, roc_auc, validation_metrics, weaver_executable, write_text)
+from .report import write_json
 from .weaver_runs import WeaverRunError as DemoError  # a demo stage failed (the message says which, and its log)
 
 #: Jet types of the demo, in the order of the Pythia runs: (process name, label branch).
@@ -538,16 +538,8 @@ class Demo:
         """summary.json and summary.md (after the last stage, so that its wall time is in)."""
         self.summary["stage_seconds"] = dict(self.times)
         self.summary["total_seconds"] = time.perf_counter() - self._t0
-        _write_text(self.work / "summary.json", json.dumps(self.summary, indent=1, default=_json_default) + "\n")
+        write_json(self.work / "summary.json", self.summary)
         _write_text(self.work / "summary.md", summary_markdown(self.summary))
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def _fmt(x, digits=3) -> str:

@@ -87,19 +87,15 @@ def write_text(path, text: str) -> None:
 
 
 def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
     if isinstance(x, np.ndarray):
         return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+    return str(x)  # paths and anything else: their text
 
 
 def write_json(path, data) -> None:
-    """``data`` as indented JSON (numpy scalars and arrays converted; NaN written as NaN)."""
+    """``data`` as indented JSON (numpy scalars and arrays converted, other objects as text; NaN written as NaN)."""
     write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 

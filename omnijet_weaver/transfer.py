@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import json
 import math
 import os
 import shlex
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .report import write_json
 from .weaver_runs import (MODES, WeaverJob, WeaverRunError, WeaverRunner, check_output, publish_when_done,
                           read_class_predictions, repo_configs, roc_auc, trained_epochs, validation_losses,
                           validation_metrics, weaver_executable, write_text)
@@ -637,8 +637,7 @@ class TransferStudy:
         lines += [shlex.join([self.shown(c) if os.path.isabs(str(c)) else str(c) for c in cmd])
                   for cmd in self.commands]
         write_text(self.work / "commands.sh", "\n".join(lines) + "\n")
-        write_text(self.work / "results.json", json.dumps(_finite(self.results), indent=1, default=_json_default)
-                   + "\n")
+        write_json(self.work / "results.json", _finite(self.results))  # NaN -> null: strict JSON
         write_text(self.work / "summary.md", summary_markdown(self.results))
         for r in summary["table"]:
             self.say(f"    {r['mode_label']:>14}, {r['labels']:>6} labels: accuracy "
@@ -658,14 +657,6 @@ def _finite(x):
     if isinstance(x, (float, np.floating)) and not math.isfinite(x):
         return None
     return x
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def _pm(mean, std, digits=3, sign=False) -> str:

@@ -11,7 +11,6 @@ import torch
 
 from omnijet_weaver.classifiers import (
     MODELS,
-    DeepSets,
     ParticleTransformerClassifier,
     build_model,
     classifier_test,

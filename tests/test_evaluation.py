@@ -16,7 +16,7 @@ pytest.importorskip("matplotlib")
 from conftest import DATA_CONFIG  # noqa: E402
 from omnijet_weaver.checkpoint import save_model  # noqa: E402
 from omnijet_weaver.evaluation import (  # noqa: E402
-    JetSample, difference_stats, gaussian_fit, load_jets, reconstruct, resolutions, token_spread)
+    difference_stats, gaussian_fit, load_jets, reconstruct, resolutions, token_spread)
 from omnijet_weaver.gen_fidelity import GenFidelityConfig, run_gen_fidelity, wasserstein_1d  # noqa: E402
 from omnijet_weaver.generative import OmniJetGPT  # noqa: E402
 from omnijet_weaver.report import OutputExistsError  # noqa: E402
