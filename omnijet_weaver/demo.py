@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .weaver_runs import (MODES, OutputExistsError, WeaverJob, WeaverRunner, publish, publish_when_done,
-                          read_predictions, repo_configs, roc_auc, validation_metrics, weaver_executable, write_text)
-from .report import write_json
+from .classifiers import roc_auc
+from .report import check_report_folder, write_json, write_text
+from .weaver_runs import (MODES, OutputExistsError, WeaverJob, WeaverRunner, publish_when_done, read_predictions,
+                          repo_configs, validation_metrics, weaver_executable)
 from .weaver_runs import WeaverRunError as DemoError  # a demo stage failed (the message says which, and its log)
 
 #: Jet types of the demo, in the order of the Pythia runs: (process name, label branch).
@@ -135,13 +136,7 @@ def check_output(output, overwrite: bool = False) -> Path:
     An existing non-empty folder is refused unless ``overwrite``; even then only a previous demo report
     (one holding the :data:`MARKER` file) is replaced, never an unrelated folder.
     """
-    from .weaver_runs import check_output as check
-
-    return check(output, overwrite, marker=MARKER, kind="omnijet-weaver-demo report")
-
-
-_publish = publish
-_write_text = write_text
+    return check_report_folder(output, MARKER, overwrite, kind="omnijet-weaver-demo report")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -532,14 +527,14 @@ class Demo:
                  "# the jets and checkpoints are in data/ only with --keep-data).", ""]
         for cmd in self.commands:
             lines.append(shlex.join([self.shown(c) if os.path.isabs(str(c)) else str(c) for c in cmd]))
-        _write_text(self.work / "commands.sh", "\n".join(lines) + "\n")
+        write_text(self.work / "commands.sh", "\n".join(lines) + "\n")
 
     def write_summary(self) -> None:
         """summary.json and summary.md (after the last stage, so that its wall time is in)."""
         self.summary["stage_seconds"] = dict(self.times)
         self.summary["total_seconds"] = time.perf_counter() - self._t0
         write_json(self.work / "summary.json", self.summary)
-        _write_text(self.work / "summary.md", summary_markdown(self.summary))
+        write_text(self.work / "summary.md", summary_markdown(self.summary))
 
 
 def _fmt(x, digits=3) -> str:

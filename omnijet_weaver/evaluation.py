@@ -127,11 +127,11 @@ def reconstruct(tokenizer, sample: JetSample, batch_size: int = 512, device="cpu
 
 def reconstruct_jets(tokenizer, data_config, files, batch_size=512, device="cpu", max_jets=None) -> dict:
     """:func:`load_jets` + :func:`reconstruct` as one dict: ``input`` and ``reconstructed`` (per-jet
-    observables, plus ``const_pt``), ``samples`` (the two :class:`JetSample`), ``label``, ``code_counts`` and
+    observables, plus ``const_pt``), ``label``, ``code_counts`` and
     the shortcuts ``mass``, ``mass_rec`` [GeV] and ``n`` used by :func:`reconstruction_summary`."""
     sample = load_jets(data_config, files, max_jets=max_jets, batch_size=batch_size)
     rec, counts = reconstruct(tokenizer, sample, batch_size=batch_size, device=device)
-    out = {"samples": (sample, rec), "label": sample.label, "code_counts": counts}
+    out = {"label": sample.label, "code_counts": counts}
     for key, s in (("input", sample), ("reconstructed", rec)):
         jets, const = s.observables()
         out[key] = {**jets, "const_pt": const["pt"]}

@@ -34,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import write_json
-from .weaver_runs import (MODES, WeaverJob, WeaverRunError, WeaverRunner, check_output, publish_when_done,
-                          read_class_predictions, repo_configs, roc_auc, trained_epochs, validation_losses,
-                          validation_metrics, weaver_executable, write_text)
+from .classifiers import roc_auc
+from .report import check_report_folder, write_json, write_text
+from .weaver_runs import (MODES, WeaverJob, WeaverRunError, WeaverRunner, publish_when_done,
+                          read_class_predictions, repo_configs, trained_epochs, validation_losses,
+                          validation_metrics, weaver_executable)
 
 #: Learning rate (AdamW) per mode. The demo's grid (1e-4, 1e-3; 10 epochs, 100 and 1000 labels, Pythia top vs
 #: QCD) preferred 1e-4 for fine-tuning the whole model and 1e-3 for a fresh backbone or the head alone.
@@ -307,13 +308,11 @@ def mean_std(values) -> tuple[float, float]:
 
 def class_metrics(truth, scores) -> tuple[float, float]:
     """(accuracy, ROC AUC) of class scores: AUC of the second class against the first with two classes, else the
-    mean one-vs-rest AUC."""
+    mean one-vs-rest AUC (:func:`~omnijet_weaver.classifiers.roc_auc`)."""
     truth = np.asarray(truth)
     scores = np.asarray(scores, dtype=np.float64)
     acc = float((np.argmax(scores, axis=1) == truth).mean()) if len(truth) else float("nan")
-    if scores.shape[1] == 2:
-        return acc, roc_auc(truth == 1, scores[:, 1])
-    return acc, float(np.nanmean([roc_auc(truth == c, scores[:, c]) for c in range(scores.shape[1])]))
+    return acc, roc_auc(truth, scores)
 
 
 def summarize(runs: list, modes, labels) -> dict:
@@ -357,8 +356,8 @@ class TransferStudy:
         config.check()
         self.cfg = config
         self.out = out
-        self.output = check_output(config.output, config.overwrite, marker=MARKER,
-                                   kind="omnijet-weaver-transfer study")
+        self.output = check_report_folder(config.output, MARKER, config.overwrite,
+                                          kind="omnijet-weaver-transfer study")
         configs = repo_configs()
         self.network = configs["network"]
         self.data_config = Path(config.data_config).expanduser().absolute() if config.data_config else configs["data"]

@@ -6,10 +6,9 @@ and the transfer-learning study (:mod:`omnijet_weaver.transfer`).
 - :class:`WeaverJob`, :class:`WeaverRunner`: weaver command lines run several at a time, each with its share of
   the CPU threads and its own log, every process stopped when one fails or on Ctrl-C;
 - :func:`validation_metrics`, :func:`validation_losses`: per-epoch figures parsed from a weaver training log;
-- :func:`read_predictions`, :func:`read_class_predictions`, :func:`roc_auc`: ``weaver --predict`` outputs and
-  their metrics;
-- :func:`check_output`, :func:`publish`, :func:`write_text`: report folders built in a hidden sibling folder and
-  renamed into place at the end.
+- :func:`read_predictions`, :func:`read_class_predictions`: ``weaver --predict`` outputs;
+- :func:`publish_when_done`: a run's folder, built in a hidden sibling folder, renamed into place at the end
+  (:mod:`omnijet_weaver.report`).
 """
 
 from __future__ import annotations
@@ -29,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifiers import roc_auc  # noqa: F401 (re-exported)
-from .report import OutputExistsError, check_report_folder, publish, write_text  # noqa: F401 (re-exported)
+from .report import OutputExistsError, publish  # noqa: F401 (OutputExistsError re-exported)
 
 #: Tagger training modes: name -> (label in tables and plots, weaver ``-o`` options). Fine-tuning from the
 #: packaged generative model is the network config's default, so it needs no option.
@@ -80,12 +78,6 @@ def weaver_executable() -> str:
 # --------------------------------------------------------------------------------------------------------
 # output folder
 # --------------------------------------------------------------------------------------------------------
-
-
-def check_output(output, overwrite: bool = False, marker: str = ".omnijet-weaver-demo",
-                 kind: str = "omnijet-weaver-demo report") -> Path:
-    """:func:`omnijet_weaver.report.check_report_folder` with the demo's marker by default."""
-    return check_report_folder(output, marker, overwrite, kind=kind)
 
 
 @contextlib.contextmanager
@@ -271,6 +263,6 @@ def read_class_predictions(path: Path, label_names) -> tuple[np.ndarray, np.ndar
     return np.argmax(truth, axis=1), scores
 
 
-__all__ = ["MODES", "WeaverRunError", "OutputExistsError", "repo_configs", "weaver_executable", "check_output",
-           "publish", "publish_when_done", "write_text", "WeaverJob", "WeaverRunner", "validation_metrics", "validation_losses",
-           "trained_epochs", "read_predictions", "read_class_predictions", "roc_auc"]
+__all__ = ["MODES", "WeaverRunError", "OutputExistsError", "repo_configs", "weaver_executable", "publish_when_done",
+           "WeaverJob", "WeaverRunner", "validation_metrics", "validation_losses", "trained_epochs", "read_predictions",
+           "read_class_predictions"]

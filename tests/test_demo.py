@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from omnijet_weaver import demo
+from omnijet_weaver.report import publish
 
 HAVE_PYTHIA = all(importlib.util.find_spec(m) is not None for m in ("pythia8mc", "fastjet"))
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -148,7 +149,7 @@ def test_output_folder_rules(tmp_path):
     new = tmp_path / ".report.partial-1"
     new.mkdir()
     (new / demo.MARKER).write_text("new")
-    demo._publish(new, old)
+    publish(new, old)
     assert (old / demo.MARKER).read_text() == "new" and not (old / "stale.png").exists() and not new.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "foreign", "report"]
 
