@@ -97,13 +97,13 @@ def load_tokenizer_spec(spec: str):
     from .checkpoint import load_model
     from .generative import OmniJetGPT
     from .packaged import packaged_path
-    from .tokenizer import TOKENIZER_KINDS, BinnedTokenizer
+    from .tokenizer import TOKENIZER_KINDS, BinnedTokenizer, load_tokenizer
 
     name, sep, what = spec.partition("=")
     if not sep:
         name, what = "", spec
     if what == "packaged":
-        tok = load_model(packaged_path("tokenizer"), kinds=TOKENIZER_KINDS)
+        tok = load_tokenizer(packaged_path("tokenizer"))
     elif what.startswith("binned:"):
         try:
             bins = int(what.split(":", 1)[1])
@@ -117,9 +117,10 @@ def load_tokenizer_spec(spec: str):
             raise FileNotFoundError(f"--tokenizer {spec!r}: no such checkpoint file {what!r} (or use packaged, binned:N)")
         model = load_model(what, kinds=(*TOKENIZER_KINDS, OmniJetGPT.kind))
         tok = model.tokenizer if isinstance(model, OmniJetGPT) else model
-    if not name:
-        name = tokenizer_label(tok) if what in ("packaged",) or what.startswith("binned:") else Path(what).stem
-        name = f"{name} (packaged)" if what == "packaged" else name
+    if not name and what == "packaged":
+        name = f"{tokenizer_label(tok)} (packaged)"
+    elif not name:
+        name = tokenizer_label(tok) if what.startswith("binned:") else Path(what).stem
     return name, tok
 
 
