@@ -30,20 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .features import from_features, particles_to_vectors
+from .layers import NormFormerBlock, mlp
 
 MODELS = ("deepsets", "transformer", "part")
 
 
 # --- models ----------------------------------------------------------------------------------------------
-
-
-def _mlp(n_in: int, dims: tuple) -> nn.Sequential:
-    """Linear + ReLU layers of widths ``dims``."""
-    layers = []
-    for d in dims:
-        layers += [nn.Linear(n_in, d), nn.ReLU()]
-        n_in = d
-    return nn.Sequential(*layers)
 
 
 class DeepSets(nn.Module):
@@ -63,8 +55,8 @@ class DeepSets(nn.Module):
             raise ValueError(f"aggregation must be 'sum' or 'mean', got {aggregation!r}")
         self.aggregation = aggregation
         phi_dims = tuple(phi_dims) if phi_dims is not None else (width,) * 3
-        self.phi = _mlp(num_features, phi_dims)
-        self.rho = nn.Sequential(_mlp(phi_dims[-1], tuple(rho_dims)), nn.Linear((phi_dims[-1], *rho_dims)[-1], num_classes))
+        self.phi = nn.Sequential(mlp([num_features, *phi_dims]), nn.ReLU())
+        self.rho = mlp([phi_dims[-1], *rho_dims, num_classes])
 
     def forward(self, x, mask):
         """x (B, N, F) float, mask (B, N) bool -> logits (B, num_classes)."""
@@ -182,14 +174,11 @@ class TransformerClassifier(nn.Module):
     def __init__(self, num_features: int = 3, num_classes: int = 2, dim: int = 64, num_heads: int = 4,
                  num_blocks: int = 3, num_cls_blocks: int = 2, head_dims=(128, 128)):
         super().__init__()
-        from .layers import NormFormerBlock
-
-        self.embed = nn.Sequential(nn.Linear(num_features, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.embed = mlp([num_features, dim, dim])
         self.blocks = nn.ModuleList(NormFormerBlock(dim, num_heads) for _ in range(num_blocks))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.cls_blocks = nn.ModuleList(ClassAttentionBlock(dim, num_heads) for _ in range(num_cls_blocks))
-        self.head = nn.Sequential(nn.LayerNorm(dim), _mlp(dim, tuple(head_dims)),
-                                  nn.Linear((dim, *head_dims)[-1], num_classes))
+        self.head = nn.Sequential(nn.LayerNorm(dim), mlp([dim, *head_dims, num_classes]))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x, mask):

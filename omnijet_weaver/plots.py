@@ -56,15 +56,16 @@ def style(name: str = "CMS"):
         yield mpl
 
 
-def new_figure(nrows: int = 1, height_ratios=None, figsize=(8, 7), sharex=True):
-    """A matplotlib Figure on an Agg canvas (no pyplot) with ``nrows`` stacked axes."""
+def new_figure(nrows: int = 1, height_ratios=None, figsize=(8, 7), sharex=True, ncols: int = 1):
+    """A matplotlib Figure on an Agg canvas (no pyplot) with ``nrows`` x ``ncols`` axes, returned as a flat
+    list (row by row)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, 1, sharex=sharex, squeeze=False,
-                        gridspec_kw={"height_ratios": height_ratios} if height_ratios else None)[:, 0]
+    axes = fig.subplots(nrows, ncols, sharex=sharex, squeeze=False,
+                        gridspec_kw={"height_ratios": height_ratios} if height_ratios else None).ravel()
     return fig, list(axes)
 
 

@@ -248,10 +248,7 @@ class TokenQuality:
     def spread_figure(self, work: Path, recs) -> list:
         """Token spread (paper Fig. 3): per tokenizer, chosen tokens (frequent in these jets) decoded among
         random other tokens, in eta_rel-phi_rel, coloured by token."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        from .plots import COLORS, save_figure, style
+        from .plots import COLORS, new_figure, save_figure, style
 
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed)
@@ -265,9 +262,7 @@ class TokenQuality:
                                                        seed=cfg.seed, device=cfg.device))
         with style():
             ncol = len(spreads)
-            fig = Figure(figsize=(6 * ncol, 6))
-            FigureCanvasAgg(fig)
-            axes = fig.subplots(1, ncol, squeeze=False)[0]
+            fig, axes = new_figure(1, figsize=(6 * ncol, 6), sharex=False, ncols=ncol)
             for ax, (name, (every, spread)) in zip(axes, spreads.items()):
                 ax.scatter(every[:, 1] / 3, every[:, 0] / 3, s=2, color="0.8", label="each used token once", rasterized=True)
                 for i, pts in enumerate(spread):
