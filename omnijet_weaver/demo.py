@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from .classifiers import roc_auc
-from .report import check_report_folder, write_json, write_text
+from .report import check_report_folder, fmt, markdown_table, write_json, write_text
 from .weaver_runs import (MODES, OutputExistsError, WeaverJob, WeaverRunner, publish_when_done, read_predictions,
-                          repo_configs, validation_metrics, weaver_executable)
+                          repo_configs, read_training_log, weaver_executable)
 from .weaver_runs import WeaverRunError as DemoError  # a demo stage failed (the message says which, and its log)
 
 #: Jet types of the demo, in the order of the Pythia runs: (process name, label branch).
@@ -367,7 +367,7 @@ class Demo:
 
         def report(job):
             done.append(job)
-            val = validation_metrics(job.log)
+            val = read_training_log(job.log).val_metrics
             self.say(f"    [{len(done)}/{total}] {job.name}: best validation accuracy "
                      f"{max(val) if val else float('nan'):.3f} ({job.seconds:.0f} s)")
 
@@ -379,7 +379,7 @@ class Demo:
         # per mode and number of labels: the learning rate with the best validation accuracy
         chosen, grid = {}, []
         for (mode, n, lr), job in train_jobs.items():
-            val = validation_metrics(job.log)
+            val = read_training_log(job.log).val_metrics
             if len(val) != cfg.epochs:
                 raise DemoError(f"weaver ({job.name}) logged {len(val)} validation epochs instead of {cfg.epochs}; "
                                 f"see {job.log}")
@@ -537,10 +537,6 @@ class Demo:
         write_text(self.work / "summary.md", summary_markdown(self.summary))
 
 
-def _fmt(x, digits=3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
-
-
 def summary_markdown(s: dict) -> str:
     """The report's ``summary.md`` from the summary dict."""
     cfg = s.get("config", {})
@@ -568,31 +564,29 @@ def summary_markdown(s: dict) -> str:
     L += [f"| generated jets: median mass / multiplicity (all {gen['jets']}) | {gen['median_mass_GeV']:.1f} GeV / {gen['median_multiplicity']:.0f} |"]
     if gt:
         L += [f"| generated top-tagged ({gt['jets']}) / QCD-tagged ({gq['jets']}): median mass | "
-              f"{_fmt(gt['median_mass_GeV'], 1)} / {_fmt(gq['median_mass_GeV'], 1)} GeV |",
-              f"| generated top-tagged / QCD-tagged: median multiplicity | {_fmt(gt['median_multiplicity'], 0)} / "
-              f"{_fmt(gq['median_multiplicity'], 0)} |"]
+              f"{fmt(gt['median_mass_GeV'], 1)} / {fmt(gq['median_mass_GeV'], 1)} GeV |",
+              f"| generated top-tagged / QCD-tagged: median multiplicity | {fmt(gt['median_multiplicity'], 0)} / "
+              f"{fmt(gq['median_multiplicity'], 0)} |"]
     L += ["", "## Tagging: fine-tuned vs from scratch", "",
           f"Test set: {tag['results'][0]['test_jets'] if tag['results'] else 0} jets (half top, half QCD). Each run: "
           f"{tag['epochs']} epochs, batch size {tag['batch_size']}, AdamW, learning rates "
           f"{', '.join(f'{lr:g}' for lr in cfg.get('lrs', []))} (same grid for every mode; the one with the best "
           f"validation accuracy on {tag['validation_jets']} jets is kept, at weaver's best epoch).", "",
-          "| mode | labels | accuracy | AUC | learning rate | validation accuracy |", "|---|---|---|---|---|---|"]
-    for r in tag["results"]:
-        L.append(f"| {r['mode_label']} | {r['labels']} | {_fmt(r['accuracy'], 4)} | {_fmt(r['auc'], 4)} | "
-                 f"{r['lr']:g} | {_fmt(r['best_val_accuracy'], 4)} |")
-    L += ["", "<details><summary>all runs (learning-rate grid)</summary>", "",
-          "| mode | labels | learning rate | best validation accuracy | best epoch | seconds |", "|---|---|---|---|---|---|"]
-    for g in tag["lr_grid"]:
-        L.append(f"| {MODES[g['mode']][0]} | {g['labels']} | {g['lr']:g} | {_fmt(g['best_val_accuracy'], 4)} | "
-                 f"{g['best_epoch']} | {g['seconds']:.0f} |")
-    L += ["", "</details>", "", "## Physics checks", "", "| check | value | result |", "|---|---|---|"]
-    for c in s.get("physics_checks", []):
-        L.append(f"| {c['check']} | {c['value']} | {'PASS' if c['passed'] else 'FAIL'} |")
-    L += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
-    for k, v in s["stage_seconds"].items():
-        L.append(f"| {k} | {v:.1f} |")
-    L.append(f"| **total** | {s['total_seconds']:.1f} |")
-    L += ["", "## Figures", ""]
+          markdown_table(["mode", "labels", "accuracy", "AUC", "learning rate", "validation accuracy"],
+                         [[r["mode_label"], r["labels"], fmt(r["accuracy"], 4), fmt(r["auc"], 4), f"{r['lr']:g}",
+                           fmt(r["best_val_accuracy"], 4)] for r in tag["results"]]),
+          "<details><summary>all runs (learning-rate grid)</summary>", "",
+          markdown_table(["mode", "labels", "learning rate", "best validation accuracy", "best epoch", "seconds"],
+                         [[MODES[g["mode"]][0], g["labels"], f"{g['lr']:g}", fmt(g["best_val_accuracy"], 4),
+                           g["best_epoch"], f"{g['seconds']:.0f}"] for g in tag["lr_grid"]]),
+          "</details>", "", "## Physics checks", "",
+          markdown_table(["check", "value", "result"],
+                         [[c["check"], c["value"], "PASS" if c["passed"] else "FAIL"]
+                          for c in s.get("physics_checks", [])]),
+          "## Wall time", "",
+          markdown_table(["stage", "seconds"], [*([k, f"{v:.1f}"] for k, v in s["stage_seconds"].items()),
+                                                ["**total**", f"{s['total_seconds']:.1f}"]]),
+          "## Figures", ""]
     captions = {
         "jet_mass": "jet mass: generated vs real test jets (ratio to the tokenized real jets)",
         "jet_pt": "jet pT", "multiplicity": "constituents per jet", "constituent_pt": "constituent pT",

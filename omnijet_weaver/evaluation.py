@@ -46,15 +46,20 @@ class JetSample:
                              f"{self.features.shape} and {self.mask.shape}")
         if self.label is not None and len(self.label) != len(self.features):
             raise ValueError(f"{len(self.label)} labels for {len(self.features)} jets")
-        self._observables = None
+        self._jet_observables = None  # computed once (FastJet); take() hands the rows on
+        self._constituent_observables = None
 
     def __len__(self) -> int:
         return len(self.features)
 
     def take(self, index) -> "JetSample":
-        """The jets ``index`` (indices or a boolean mask), as a new sample."""
-        return JetSample(self.features[index], self.mask[index], None if self.label is None else self.label[index],
-                         self.class_names)
+        """The jets ``index`` (indices or a boolean mask), as a new sample (jet observables already computed
+        are handed on, not recomputed)."""
+        out = JetSample(self.features[index], self.mask[index], None if self.label is None else self.label[index],
+                        self.class_names)
+        if self._jet_observables is not None:
+            out._jet_observables = {k: v[index] for k, v in self._jet_observables.items()}
+        return out
 
     def constituents(self):
         """(pT [GeV], eta_rel, phi_rel), each (jets, N) float64 numpy; meaningful where ``mask``."""
@@ -62,12 +67,16 @@ class JetSample:
         return pt.numpy() * self.mask, eta.numpy(), phi.numpy()
 
     def observables(self) -> tuple[dict, dict]:
-        """(per-jet, per-constituent) observables of :mod:`omnijet_weaver.observables` (computed once)."""
-        if self._observables is None:
-            from .observables import masked_observables
+        """(per-jet, per-constituent) observables of :mod:`omnijet_weaver.observables` (computed once):
+        per-jet arrays (jets,), per-constituent arrays flat over all constituents."""
+        if self._jet_observables is None or self._constituent_observables is None:
+            from .observables import constituent_observables, jagged, jet_observables
 
-            self._observables = masked_observables(*self.constituents(), self.mask)
-        return self._observables
+            pt, eta, phi = (jagged(a, self.mask) for a in self.constituents())
+            if self._jet_observables is None:
+                self._jet_observables = jet_observables(pt, eta, phi)
+            self._constituent_observables = constituent_observables(pt, eta, phi)
+        return self._jet_observables, self._constituent_observables
 
 
 def _padded(x, keep, n=MAX_PARTICLES) -> np.ndarray:

@@ -132,10 +132,9 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=sys.stdout) -> dict:
         gen_seconds = time.perf_counter() - start
         say(f"{len(gen)} jets generated in {gen_seconds:.1f} s")
 
-        rng = np.random.default_rng(cfg.seed)
-        half = rng.permutation(len(real_rec))
-        floor = distances(real_rec.take(half[: len(half) // 2]), real_rec.take(half[len(half) // 2:]))
         w1 = distances(gen, real_rec)
+        half = np.random.default_rng(cfg.seed).permutation(len(real_rec))  # the halves reuse real_rec's observables
+        floor = distances(real_rec.take(half[: len(half) // 2]), real_rec.take(half[len(half) // 2:]))
         w1_orig = distances(real_rec, real)
         n = min(len(gen), len(real_rec))
         test = classifier_test(real_rec.features[:n], real_rec.mask[:n], gen.features[:n], gen.mask[:n],

@@ -11,6 +11,7 @@ and removes its hidden folder.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -108,6 +109,14 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def pm(mean, std, digits: int = 3, sign: bool = False) -> str:
+    """``mean ± std`` for a table (just the mean without a finite std; "–" without a finite mean)."""
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    m = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    return m if std is None or not math.isfinite(std) else f"{m} ± {std:.{digits}f}"
+
+
 def markdown_table(headers, rows) -> str:
     """A GitHub-flavoured markdown table; cells are converted with ``str`` (format numbers with :func:`fmt`)."""
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -116,4 +125,4 @@ def markdown_table(headers, rows) -> str:
 
 
 __all__ = ["OutputExistsError", "ReportFolder", "check_report_folder", "publish", "write_text", "write_json", "fmt",
-           "markdown_table"]
+           "pm", "markdown_table"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import RESOLUTION_OBSERVABLES, codebook_usage, load_jets, reconstruct, resolutions, token_spread
-from .report import ReportFolder, fmt, markdown_table, write_json, write_text
+from .report import ReportFolder, fmt, markdown_table, pm, write_json, write_text
 
 MARKER = ".omnijet-weaver-token-quality"
 #: Axis labels and histogram ranges of the jet observables.
@@ -303,7 +303,7 @@ def summary_markdown(s: dict) -> str:
         models = list(s["information_loss"])
         rows = []
         for name in s["information_loss"][models[0]]:
-            rows.append([name, *(f"{fmt(d['accuracy_mean'], 4)} ± {fmt(d['accuracy_std'], 4)} ({fmt(d['auc_mean'], 4)})"
+            rows.append([name, *(f"{pm(d['accuracy_mean'], d['accuracy_std'], 4)} ({fmt(d['auc_mean'], 4)})"
                                  for d in (s["information_loss"][m][name] for m in models))])
         lines.append(markdown_table(["constituents", *models], rows))
     lines += ["## Figures", ""]

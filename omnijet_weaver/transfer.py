@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from .classifiers import roc_auc
-from .report import check_report_folder, write_json, write_text
+from .report import check_report_folder, fmt, markdown_table, pm, write_json, write_text
 from .weaver_runs import (MODES, WeaverJob, WeaverRunError, WeaverRunner, publish_when_done,
-                          read_class_predictions, repo_configs, trained_epochs, validation_losses,
-                          validation_metrics, weaver_executable)
+                          read_class_predictions, read_training_log, repo_configs, weaver_executable)
 
 #: Learning rate (AdamW) per mode. The demo's grid (1e-4, 1e-3; 10 epochs, 100 and 1000 labels, Pythia top vs
 #: QCD) preferred 1e-4 for fine-tuning the whole model and 1e-3 for a fresh backbone or the head alone.
@@ -564,14 +563,13 @@ class TransferStudy:
         from .early_stopping import parse_log
 
         log = job.log
-        losses, accs = validation_losses(log)
-        epochs_run = trained_epochs(log)
-        if epochs_run < 1 or len(losses) != epochs_run:
-            raise WeaverRunError(f"weaver ({job.name}) logged {len(losses)} validation passes for {epochs_run} trained "
-                                 f"epochs; see {self.shown(log)}")
-        text = log.read_text(errors="replace")
+        parsed = read_training_log(log)
+        accs, epochs_run = parsed.val_accuracies, parsed.trained_epochs
+        if epochs_run < 1 or len(parsed.val_losses) != epochs_run:
+            raise WeaverRunError(f"weaver ({job.name}) logged {len(parsed.val_losses)} validation passes for "
+                                 f"{epochs_run} trained epochs; see {self.shown(log)}")
         if info["patience"]:
-            es = parse_log(text)
+            es = parse_log(parsed.text)
             if len(es["losses"]) != epochs_run:
                 raise WeaverRunError(f"weaver ({job.name}): the early-stopping hook logged {len(es['losses'])} of "
                                      f"{epochs_run} epochs; see {self.shown(log)}")
@@ -579,9 +577,8 @@ class TransferStudy:
             best_epoch = es["best_epoch"]
             stopped = bool(es["skipped"])
         else:  # weaver's own choice: the first epoch with the highest validation accuracy
-            metrics = validation_metrics(log)
-            val_losses = losses
-            best_epoch = int(np.argmax(metrics))
+            val_losses = parsed.val_losses
+            best_epoch = int(np.argmax(parsed.val_metrics))
             stopped = False
         truth, scores = read_class_predictions(info["prediction"], self.label_names)
         acc, auc = class_metrics(truth, scores)
@@ -640,11 +637,11 @@ class TransferStudy:
         write_text(self.work / "summary.md", summary_markdown(self.results))
         for r in summary["table"]:
             self.say(f"    {r['mode_label']:>14}, {r['labels']:>6} labels: accuracy "
-                     f"{_pm(r['accuracy_mean'], r['accuracy_std'])}, "
-                     f"AUC {_pm(r['auc_mean'], r['auc_std'])} ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''})")
+                     f"{pm(r['accuracy_mean'], r['accuracy_std'])}, "
+                     f"AUC {pm(r['auc_mean'], r['auc_std'])} ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''})")
         for d in summary["minus_scratch"]:
             self.say(f"    {d['mode_label']} − from scratch, {d['labels']} labels: "
-                     f"{_pm(d['accuracy_points_mean'], d['accuracy_points_std'], 1, sign=True)} accuracy points")
+                     f"{pm(d['accuracy_points_mean'], d['accuracy_points_std'], 1, sign=True)} accuracy points")
 
 
 def _finite(x):
@@ -656,14 +653,6 @@ def _finite(x):
     if isinstance(x, (float, np.floating)) and not math.isfinite(x):
         return None
     return x
-
-
-def _pm(mean, std, digits=3, sign=False) -> str:
-    """``mean ± std`` (just the mean without a finite std; "n/a" without a mean)."""
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    m = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
-    return m if std is None or not math.isfinite(std) else f"{m} ± {std:.{digits}f}"
 
 
 def summary_markdown(res: dict) -> str:
@@ -686,30 +675,28 @@ def summary_markdown(res: dict) -> str:
          f"run: up to {cfg['epochs']} epochs of one pass over the labelled jets, {stop}, batch size "
          f"{cfg['batch_size']} (at most the number of labels), AdamW, learning rate {lrs}.", "",
          "## Test accuracy and AUC (mean ± std over seeds)", "",
-         "| mode | labelled jets | seeds | accuracy | AUC | epochs run (mean) |", "|---|---|---|---|---|---|"]
-    for r in res["summary"]:
-        L.append(f"| {r['mode_label']} | {r['labels']} | {r['seeds']} | "
-                 f"{_pm(r['accuracy_mean'], r['accuracy_std'], 4)} | "
-                 f"{_pm(r['auc_mean'], r['auc_std'], 4)} | {_pm(r['epochs_run_mean'], None, 1)} |")
+         markdown_table(["mode", "labelled jets", "seeds", "accuracy", "AUC", "epochs run (mean)"],
+                        [[r["mode_label"], r["labels"], r["seeds"], pm(r["accuracy_mean"], r["accuracy_std"], 4),
+                          pm(r["auc_mean"], r["auc_std"], 4), fmt(r["epochs_run_mean"], 1)]
+                         for r in res["summary"]])]
     if res["accuracy_difference_to_scratch"]:
-        L += ["", "## Accuracy difference to training from scratch", "",
+        L += ["## Accuracy difference to training from scratch", "",
               "Paired per seed (same labelled and validation jets), in accuracy points (1 point = 0.01), mean ± std "
-              "over seeds.", "", "| mode | labelled jets | seeds | − from scratch [points] | per seed |",
-              "|---|---|---|---|---|"]
-        for d in res["accuracy_difference_to_scratch"]:
-            per = ", ".join(f"{v:+.1f}" for v in d["accuracy_points_per_seed"].values())
-            L.append(f"| {d['mode_label']} | {d['labels']} | {d['seeds']} | "
-                     f"{_pm(d['accuracy_points_mean'], d['accuracy_points_std'], 1, sign=True)} | {per} |")
-    L += ["", "## Figures", "", "![accuracy](accuracy.png)", "", "![auc](auc.png)", "",
+              "over seeds.", "",
+              markdown_table(["mode", "labelled jets", "seeds", "− from scratch [points]", "per seed"],
+                             [[d["mode_label"], d["labels"], d["seeds"],
+                               pm(d["accuracy_points_mean"], d["accuracy_points_std"], 1, sign=True),
+                               ", ".join(f"{v:+.1f}" for v in d["accuracy_points_per_seed"].values())]
+                              for d in res["accuracy_difference_to_scratch"]])]
+    L += ["## Figures", "", "![accuracy](accuracy.png)", "", "![auc](auc.png)", "",
           "<details><summary>all runs</summary>", "",
-          "| mode | labels | seed | lr | epochs run | best epoch | best validation loss | validation accuracy | "
-          "test accuracy | test AUC | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        L.append(f"| {r['mode_label']} | {r['labels']} | {r['seed']} | {r['lr']:g} | {r['epochs_run']}"
-                 f"{' (stopped)' if r['stopped_early'] else ''} | {r['best_epoch']} | {r['best_val_loss']:.4f} | "
-                 f"{r['best_val_accuracy']:.4f} | {r['accuracy']:.4f} | {r['auc']:.4f} | "
-                 f"{r['seconds_train'] + r['seconds_predict']:.0f} |")
-    L += ["", "</details>", "",
+          markdown_table(["mode", "labels", "seed", "lr", "epochs run", "best epoch", "best validation loss",
+                          "validation accuracy", "test accuracy", "test AUC", "seconds"],
+                         [[r["mode_label"], r["labels"], r["seed"], f"{r['lr']:g}",
+                           f"{r['epochs_run']}{' (stopped)' if r['stopped_early'] else ''}", r["best_epoch"],
+                           fmt(r["best_val_loss"], 4), fmt(r["best_val_accuracy"], 4), fmt(r["accuracy"], 4),
+                           fmt(r["auc"], 4), f"{r['seconds_train'] + r['seconds_predict']:.0f}"] for r in runs])]
+    L += ["</details>", "",
           f"Total wall time {res['total_seconds']:.0f} s. Commands: `commands.sh`; weaver logs: `logs/`; every run: "
           f"`results.json`.", ""]
     return "\n".join(L)

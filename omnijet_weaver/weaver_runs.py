@@ -5,7 +5,7 @@ and the transfer-learning study (:mod:`omnijet_weaver.transfer`).
   command of this environment;
 - :class:`WeaverJob`, :class:`WeaverRunner`: weaver command lines run several at a time, each with its share of
   the CPU threads and its own log, every process stopped when one fails or on Ctrl-C;
-- :func:`validation_metrics`, :func:`validation_losses`: per-epoch figures parsed from a weaver training log;
+- :func:`read_training_log`: per-epoch figures parsed from a weaver training log;
 - :func:`read_predictions`, :func:`read_class_predictions`: ``weaver --predict`` outputs;
 - :func:`publish_when_done`: a run's folder, built in a hidden sibling folder, renamed into place at the end
   (:mod:`omnijet_weaver.report`).
@@ -211,23 +211,30 @@ _EVAL_RE = re.compile(rf"Eval AvgLoss: ({_NUM}), AvgAcc: ({_NUM})")
 _TRAIN_RE = re.compile(rf"Train AvgLoss: ({_NUM}), AvgAcc: ({_NUM})")
 
 
-def validation_metrics(log: Path) -> list[float]:
-    """weaver's validation metric of every epoch (validation accuracy with weaver's own classification loops),
-    from a weaver training log."""
-    return [float(m.group(1)) for m in _VAL_RE.finditer(log.read_text(errors="replace"))]
+@dataclasses.dataclass
+class TrainingLog:
+    """What a weaver training log says, read and parsed once.
+
+    ``val_metrics``: weaver's validation metric of every epoch ("Current validation metric"; the validation
+    accuracy with weaver's own classification loops). ``val_losses``, ``val_accuracies``: every validation pass
+    ("Eval AvgLoss: ..., AvgAcc: ..."), at weaver's printed precision (5 decimals); epochs skipped by early
+    stopping have none. ``trained_epochs``: epochs the classification loop trained ("Train AvgLoss" lines).
+    ``text``: the whole log."""
+
+    text: str
+    val_metrics: list
+    val_losses: list
+    val_accuracies: list
+    trained_epochs: int
 
 
-def validation_losses(log: Path) -> tuple[list[float], list[float]]:
-    """(loss, accuracy) of every validation pass of a weaver classification training log, as weaver logged them
-    ("Eval AvgLoss: ..., AvgAcc: ..."), at weaver's printed precision (5 decimals). Epochs skipped by early
-    stopping have no validation pass."""
-    found = _EVAL_RE.findall(log.read_text(errors="replace"))
-    return [float(a) for a, _ in found], [float(b) for _, b in found]
-
-
-def trained_epochs(log: Path) -> int:
-    """Number of epochs weaver's classification loop trained ("Train AvgLoss" lines)."""
-    return len(_TRAIN_RE.findall(log.read_text(errors="replace")))
+def read_training_log(log: Path) -> TrainingLog:
+    """Parse a weaver training log (see :class:`TrainingLog`)."""
+    text = Path(log).read_text(errors="replace")
+    evals = _EVAL_RE.findall(text)
+    return TrainingLog(text=text, val_metrics=[float(m.group(1)) for m in _VAL_RE.finditer(text)],
+                       val_losses=[float(a) for a, _ in evals], val_accuracies=[float(b) for _, b in evals],
+                       trained_epochs=len(_TRAIN_RE.findall(text)))
 
 
 def read_predictions(path: Path) -> dict:
@@ -264,5 +271,5 @@ def read_class_predictions(path: Path, label_names) -> tuple[np.ndarray, np.ndar
 
 
 __all__ = ["MODES", "WeaverRunError", "OutputExistsError", "repo_configs", "weaver_executable", "publish_when_done",
-           "WeaverJob", "WeaverRunner", "validation_metrics", "validation_losses", "trained_epochs", "read_predictions",
+           "WeaverJob", "WeaverRunner", "TrainingLog", "read_training_log", "read_predictions",
            "read_class_predictions"]

@@ -81,6 +81,24 @@ def test_load_and_reconstruct(sample):
     assert res_fine["Tbqq"]["mass"]["jets"] == int((sample.label == 1).sum())
 
 
+def test_taken_jets_keep_their_observables(sample):
+    """A subsample hands on the jet observables already computed (no second FastJet pass): they equal a fresh
+    computation on the same jets, and the constituent observables are those of the subsample only."""
+    jets, consts = sample.observables()
+    idx = np.arange(0, len(sample), 3)
+    part = sample.take(idx)
+    assert part._jet_observables is not None  # handed on, not recomputed
+    fresh = type(sample)(part.features, part.mask)
+    fj, fc = fresh.observables()
+    pj, pc = part.observables()
+    for k in fj:
+        np.testing.assert_allclose(pj[k], fj[k], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(pj[k], jets[k][idx])
+    for k in fc:
+        assert len(pc[k]) == part.mask.sum() < len(consts[k])
+        np.testing.assert_array_equal(pc[k], fc[k])
+
+
 def test_token_spread_conditional_vs_binned(tiny_models):
     cond = load_tokenizer_spec(str(tiny_models[0]))[1]
     s_cond = token_spread(cond, [1, 2], repeats=40, context=10)

@@ -23,7 +23,7 @@ import torch
 
 from omnijet_weaver import early_stopping, transfer
 from omnijet_weaver.io import write_root
-from omnijet_weaver.weaver_runs import MODES
+from omnijet_weaver.weaver_runs import MODES, read_training_log
 
 from conftest import DATA_CONFIG, toy_jets
 from test_tagger import GPT_SIZES, load_data_config, make_checkpoints, part
@@ -126,7 +126,7 @@ def test_every_run_is_in_results(study, setup):
         losses = r["val_loss_per_epoch"]
         assert r["best_val_loss"] == losses[r["best_epoch"]] <= min(losses) * (1 + early_stopping.MIN_REL_IMPROVEMENT)
         # the losses are weaver's own "Eval AvgLoss" (printed with 5 decimals)
-        log_losses, _ = transfer.validation_losses(setup["folder"] / "study" / r["log"])
+        log_losses = read_training_log(setup["folder"] / "study" / r["log"]).val_losses
         assert np.allclose(log_losses, losses, atol=6e-6)
     # the same seed draws the same labelled jets for every mode; the seeds draw different ones
     for n in LABELS:
