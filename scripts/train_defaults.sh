@@ -40,28 +40,26 @@ for s in train test; do
     --output "$out/tokens_$s.parquet" --no-progress "$out/top_$s.root" "$out/qcd_$s.root"
 done
 
+# GPT training on the tokens; the arguments after the first two are each step's own (weights, learning rate)
+train_gpt() {  # PREFIX EPOCHS [weaver options...]
+  local prefix=$1 epochs=$2; shift 2
+  weaver --data-train "$out/tokens_train.parquet" --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
+    --network-config "$here/network_configs/omnijet_gpt.py" -o tokenizer "'$out/vqvae_best_epoch_state.pt'" \
+    -o embed_dim 128 -o ff_dim 512 --model-prefix "$out/$prefix" \
+    --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
+    --num-epochs "$epochs" --steps-per-epoch 250 --steps-per-epoch-val 28 --optimizer adam "$@" > "$out/$prefix.log" 2>&1
+}
+
 # 3. generative backbone: 3 blocks, 8 heads as in the paper, embedding 128 and feed-forward 512 (paper: 256, 1024)
-weaver --data-train "$out/tokens_train.parquet" --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
-  --network-config "$here/network_configs/omnijet_gpt.py" -o tokenizer "'$out/vqvae_best_epoch_state.pt'" \
-  -o embed_dim 128 -o ff_dim 512 --model-prefix "$out/gpt" --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
-  --num-epochs "${GPT_EPOCHS:-5}" --steps-per-epoch 250 --steps-per-epoch-val 28 \
-  --optimizer adam --start-lr 1e-3 > "$out/gpt.log" 2>&1
+train_gpt gpt "${GPT_EPOCHS:-5}" --start-lr 1e-3
 
 # 4. more epochs at half the learning rate (weaver restarts the optimizer; the validation jets stay the same)
-weaver --data-train "$out/tokens_train.parquet" --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
-  --network-config "$here/network_configs/omnijet_gpt.py" -o tokenizer "'$out/vqvae_best_epoch_state.pt'" \
-  -o embed_dim 128 -o ff_dim 512 --load-model-weights "$out/gpt_best_epoch_state.pt" --model-prefix "$out/gpt_more" \
-  --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
-  --num-epochs "${GPT_MORE_EPOCHS:-3}" --steps-per-epoch 250 --steps-per-epoch-val 28 \
-  --optimizer adam --start-lr 5e-4 --lr-scheduler none > "$out/gpt_more.log" 2>&1
+train_gpt gpt_more "${GPT_MORE_EPOCHS:-3}" --load-model-weights "$out/gpt_best_epoch_state.pt" \
+  --start-lr 5e-4 --lr-scheduler none
 
 # 5. a cosine schedule from that state: 8 epochs, lr 5e-4 after a 3 % warm-up, decaying to 0
-weaver --data-train "$out/tokens_train.parquet" --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
-  --network-config "$here/network_configs/omnijet_gpt.py" -o tokenizer "'$out/vqvae_best_epoch_state.pt'" \
-  -o embed_dim 128 -o ff_dim 512 --load-model-weights "$out/gpt_more_best_epoch_state.pt" --model-prefix "$out/gpt_cos" \
-  --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
-  --num-epochs "${GPT_COS_EPOCHS:-8}" --steps-per-epoch 250 --steps-per-epoch-val 28 \
-  --optimizer adam --start-lr 5e-4 --lr-scheduler warmup+cos --warmup-steps 0.03 > "$out/gpt_cos.log" 2>&1
+train_gpt gpt_cos "${GPT_COS_EPOCHS:-8}" --load-model-weights "$out/gpt_more_best_epoch_state.pt" \
+  --start-lr 5e-4 --lr-scheduler warmup+cos --warmup-steps 0.03
 
 grep -hE "(Train|Validation) epoch [0-9]+:" "$out/vqvae.log" "$out/gpt.log" "$out/gpt_more.log" "$out/gpt_cos.log"
 echo "copy to the package: cp $out/vqvae_best_epoch_state.pt omnijet_weaver/data/vqvae.pt;" \
