@@ -73,7 +73,7 @@ class DemoConfig:
         lrs: learning-rate grid (AdamW), the same for every mode.
         modes: tagger modes, keys of :data:`MODES`.
         batch_size: training batch size.
-        seed: Pythia and sampling seed (weaver itself has no seed: tagger results vary a little between runs).
+        seed: Pythia, sampling and tagger seed (every weaver training gets ``-o seed``, so a rerun repeats it).
         workers: Pythia worker processes and concurrent weaver runs (default: all cores).
         keep_data: keep ``data/`` (jets, tokens, checkpoints, predictions) in the report.
         overwrite: replace an existing demo report.
@@ -353,7 +353,7 @@ class Demo:
                 for lr in cfg.lrs:
                     name = f"{mode}_{n}_lr{lr:g}"
                     args = ["--data-train", *self.label_files[n], "--data-val", *self.files["val"], *self._common(),
-                            *MODES[mode][1], "--model-prefix", runs / name / "cls",
+                            *MODES[mode][1], "-o", "seed", cfg.seed, "--model-prefix", runs / name / "cls",
                             "--in-memory", "--fetch-step", "1", "--batch-size", cfg.batch_size,
                             "--num-epochs", cfg.epochs, "--steps-per-epoch", steps,
                             "--batch-size-val", val_batch, "--steps-per-epoch-val", val_steps,

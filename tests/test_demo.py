@@ -71,6 +71,11 @@ def test_quick_run_writes_the_report(quick_report):
     commands = (out / "commands.sh").read_text()
     assert commands.count("--predict ") == 5 and "network_configs/omnijet_cls.py" in commands
     assert "--optimizer adamw" in commands and "-o pretrained None" in commands
+    # every training is seeded (the demo's default seed 1), so a rerun repeats it
+    train_lines = [line for line in commands.splitlines() if "--data-train" in line]
+    assert len(train_lines) == 4 and all(" -o seed 1 " in line for line in train_lines)
+    for log in (out / "logs").glob("train_*.log"):
+        assert "-o seed 1: torch, numpy and random seeded" in log.read_text(), log.name
 
 
 @needs_all

@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--modes", nargs="+", default=None, choices=list(MODES),
                    help=f"tagger modes (default {' '.join(d.modes)}; frozen = backbone fixed)")
     p.add_argument("--batch-size", type=int, default=None, help=f"training batch size (default {d.batch_size})")
-    p.add_argument("--seed", type=int, default=None, help=f"Pythia and sampling seed (default {d.seed})")
+    p.add_argument("--seed", type=int, default=None, help=f"Pythia, sampling and tagger seed (default {d.seed})")
     p.add_argument("--workers", type=int, default=None,
                    help="Pythia worker processes and concurrent weaver runs (default: all cores)")
     p.add_argument("--keep-data", action="store_true",
