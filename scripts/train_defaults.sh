@@ -12,8 +12,8 @@
 # 4.525, 4.515, 4.508, 4.507, 4.502, 4.504; best epoch 6: 4.502 = perplexity 90.2), then 120k more jets (15 min
 # with two workers, tokenized in 2 min) and 7 epochs of warm-up + cosine from 5e-4 over the 156k jets (first
 # 90 % of each file), 45 min with two threads (validation loss, now on the last 10 % of all three files: 4.509,
-# 4.500, 4.494, 4.491, 4.472, 4.466, 4.480; the packaged gpt.pt is the best, epoch 5). Next-token loss on the 4000 held-back jets:
-# 4.519 before step 6, 4.477 after (perplexity 91.7 -> 88.0). Together the two files are 6.3 MB.
+# 4.500, 4.494, 4.491, 4.472, 4.466, 4.480; the packaged gpt.pt is the best, epoch 5). Next-token loss on the
+# 4000 held-back jets: 4.519 before step 6, 4.477 after (perplexity 91.7 -> 88.0). Together the two files are 6.3 MB.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$here/out/defaults}
@@ -65,8 +65,9 @@ train_gpt gpt_more "${GPT_MORE_EPOCHS:-3}" --load-model-weights "$out/gpt_best_e
 train_gpt gpt_cos "${GPT_COS_EPOCHS:-8}" --load-model-weights "$out/gpt_more_best_epoch_state.pt" \
   --start-lr 5e-4 --lr-scheduler warmup+cos --warmup-steps 0.03
 
-# 6. more jets: 2 x (30k top + 30k QCD) fresh Pythia jets (seeds unlike the shared files'), tokenized and added to
-#    the pool (the first 90 % of each file trains, the last 10 % validates); 7 epochs of warm-up + cosine from 5e-4
+# 6. more jets: 2 x (30k top + 30k QCD) fresh Pythia jets (checked for the packaged model: none has the jet pT, eta
+#    and multiplicity of a shared jet, so no held-back jet is pre-trained on), tokenized and added to the pool (the
+#    first 90 % of each file trains, the last 10 % validates); 7 epochs of warm-up + cosine from 5e-4
 for seed in 5000 6000; do
   omnijet-weaver-make-jets --process top qcd --num-jets 30000 --seed "$seed" --workers 2 --overwrite --no-progress \
     --output "$out/more_$seed.root"
