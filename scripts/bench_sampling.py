@@ -34,8 +34,8 @@ import time
 import torch
 
 from omnijet_weaver.constants import stop_token, vocab_size
-from omnijet_weaver.gpt import Backbone, NextTokenHead
-from omnijet_weaver.sampling import sample_tokens
+from omnijet_weaver.models.gpt import Backbone, NextTokenHead
+from omnijet_weaver.models.sampling import sample_tokens
 
 
 def stop_probability_for_mean(mean_length: float, max_particles: int) -> float:

@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=2 python scripts/bench_tagger.py --batch-size 128 --steps 20 --threads 2
 
 Both models get exactly ParT's kin inputs, batch by batch, as weaver feeds them: the batches are read once with
-weaver's own dataset (``omnijet_weaver.data.jet_loader``, ``data_configs/qg_top.yaml``) from the Pythia files
+weaver's own dataset (``omnijet_weaver.weaver.dataset.jet_loader``, ``data_configs/qg_top.yaml``) from the Pythia files
 ``../shared/data/pythia/*.root`` (top and QCD batches alternate), or made from synthetic toy jets when those
 files are absent. Models:
 
@@ -59,7 +59,7 @@ def load_batches(args, n_batches: int):
     """``n_batches`` weaver batches (X dicts, labels) from the files, or from toy jets when there are none."""
     import torch
 
-    from omnijet_weaver.data import jet_loader
+    from omnijet_weaver.weaver.dataset import jet_loader
 
     files = sorted(glob.glob(args.files))
     source = ", ".join(os.path.basename(f) for f in files)
@@ -69,7 +69,7 @@ def load_batches(args, n_batches: int):
         sys.path.insert(0, os.path.join(ROOT, "tests"))
         from conftest import toy_jets
 
-        from omnijet_weaver.io import write_root
+        from omnijet_weaver.io.files import write_root
 
         folder = tempfile.mkdtemp()
         files = [os.path.join(folder, "toy.root")]
@@ -120,9 +120,9 @@ class ParTWrapper:
 
 
 def build_omnijet(args, for_inference=False):
-    from omnijet_weaver.checkpoint import description
-    from omnijet_weaver.tagger import OmniJetTagger
-    from omnijet_weaver.tokenizer import VQVAE
+    from omnijet_weaver.models.checkpoint import description
+    from omnijet_weaver.models.tagger import OmniJetTagger
+    from omnijet_weaver.models.tokenizer import VQVAE
 
     tok = VQVAE(codebook_size=args.codebook_size, conditional=True, hidden_dim=args.tokenizer_hidden,
                 num_blocks=args.tokenizer_blocks, num_heads=8)

@@ -8,8 +8,8 @@
 import argparse
 import json
 
-from omnijet_weaver.evaluation import reconstruct_jets, reconstruction_summary
-from omnijet_weaver.tokenizer import load_tokenizer
+from omnijet_weaver.evaluation.reconstruction import reconstruct_jets, reconstruction_summary
+from omnijet_weaver.models.tokenizer import load_tokenizer
 
 
 def main():

@@ -14,7 +14,7 @@ done
 # hold back the last 10% of every file for the evaluation (written as TTrees that weaver reads)
 for f in "${files[@]}"; do
   name=$(basename "${f%.*}")
-  python -c 'import sys; from omnijet_weaver.io import split_root; split_root(*sys.argv[1:4])' \
+  python -c 'import sys; from omnijet_weaver.io.files import split_root; split_root(*sys.argv[1:4])' \
     "$f" "$out/${name}_train.root" "$out/${name}_heldout.root"
 done
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recipe of the packaged default checkpoints (omnijet_weaver/data/vqvae.pt and gpt.pt), CPU scale.
+# Recipe of the packaged default checkpoints (omnijet_weaver/models/weights/vqvae.pt and gpt.pt), CPU scale.
 #   bash scripts/train_defaults.sh TOP.root QCD.root     (default: ../shared/data/pythia/pythia_{top,qcd}_20k.root)
 # Data: 20k t->bqq' + 20k q/g Pythia8 jets, of which the last 10% of each file is held back; step 6 adds 120k
 # jets made with omnijet-weaver-make-jets for the generator. Environment: OUT (default out/defaults), VQ_EPOCHS
@@ -25,7 +25,7 @@ cfg=$here/data_configs/qg_top.yaml
 
 for name in top qcd; do
   src=$top; [ "$name" = qcd ] && src=$qcd
-  python -c 'import sys; from omnijet_weaver.io import split_root; split_root(*sys.argv[1:4])' \
+  python -c 'import sys; from omnijet_weaver.io.files import split_root; split_root(*sys.argv[1:4])' \
     "$src" "$out/${name}_train.root" "$out/${name}_test.root"
 done
 
@@ -79,5 +79,5 @@ train_gpt gpt_data "${GPT_DATA_EPOCHS:-7}" --load-model-weights "$out/gpt_cos_be
   --start-lr 5e-4 --lr-scheduler warmup+cos --warmup-steps 0.03
 
 grep -hE "(Train|Validation) epoch [0-9]+:" "$out"/{vqvae,gpt,gpt_more,gpt_cos,gpt_data}.log
-echo "copy to the package: cp $out/vqvae_best_epoch_state.pt omnijet_weaver/data/vqvae.pt;" \
-     "cp $out/gpt_data_best_epoch_state.pt omnijet_weaver/data/gpt.pt"
+echo "copy to the package: cp $out/vqvae_best_epoch_state.pt omnijet_weaver/models/weights/vqvae.pt;" \
+     "cp $out/gpt_data_best_epoch_state.pt omnijet_weaver/models/weights/gpt.pt"

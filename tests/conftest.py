@@ -11,7 +11,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from omnijet_weaver.io import write_root
+from omnijet_weaver.io.files import write_root
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

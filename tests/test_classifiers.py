@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnijet_weaver.classifiers import (
+from omnijet_weaver.evaluation.classifiers import (
     MODELS,
     ParticleTransformerClassifier,
     build_model,

@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from omnijet_weaver.tokenizer import load_tokenizer
+from omnijet_weaver.models.tokenizer import load_tokenizer
 
 from conftest import DATA_CONFIG, NETWORK_CONFIGS
 from test_tagger import CLS_CONFIG, make_checkpoints, mode_options, part, assert_identical

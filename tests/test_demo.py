@@ -16,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from omnijet_weaver import demo
-from omnijet_weaver.report import publish
+from omnijet_weaver.studies import demo
+from omnijet_weaver.evaluation.report import publish
 
 HAVE_PYTHIA = all(importlib.util.find_spec(m) is not None for m in ("pythia8mc", "fastjet"))
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -203,7 +203,7 @@ def _is_png(path) -> bool:
 
 @needs_mpl
 def test_hist_ratio_writes_png_and_pdf(tmp_path):
-    from omnijet_weaver import plots
+    from omnijet_weaver.evaluation import plots
 
     rng = np.random.default_rng(1)
     samples = {"real": rng.normal(170, 20, 2000), "generated": rng.normal(165, 25, 1500),
@@ -225,7 +225,7 @@ def test_hist_ratio_writes_png_and_pdf(tmp_path):
 
 @needs_mpl
 def test_metric_vs_labels_and_roc_write_png(tmp_path):
-    from omnijet_weaver import plots
+    from omnijet_weaver.evaluation import plots
 
     results = {"fine-tuned": {100: 0.85, 1000: 0.91}, "from scratch": {100: 0.71, 1000: float("nan")},
                "backbone fixed": {}}

@@ -14,14 +14,14 @@ pytest.importorskip("fastjet")
 pytest.importorskip("matplotlib")
 
 from conftest import DATA_CONFIG  # noqa: E402
-from omnijet_weaver.checkpoint import save_model  # noqa: E402
-from omnijet_weaver.evaluation import (  # noqa: E402
+from omnijet_weaver.models.checkpoint import save_model  # noqa: E402
+from omnijet_weaver.evaluation.reconstruction import (  # noqa: E402
     difference_stats, gaussian_fit, load_jets, reconstruct, resolutions, token_spread)
-from omnijet_weaver.gen_fidelity import GenFidelityConfig, run_gen_fidelity, wasserstein_1d  # noqa: E402
-from omnijet_weaver.generative import OmniJetGPT  # noqa: E402
-from omnijet_weaver.report import OutputExistsError  # noqa: E402
-from omnijet_weaver.token_quality import TokenQualityConfig, load_tokenizer_spec, run_token_quality  # noqa: E402
-from omnijet_weaver.tokenizer import VQVAE, BinnedTokenizer  # noqa: E402
+from omnijet_weaver.studies.gen_fidelity import GenFidelityConfig, run_gen_fidelity, wasserstein_1d  # noqa: E402
+from omnijet_weaver.models.generative import OmniJetGPT  # noqa: E402
+from omnijet_weaver.evaluation.report import OutputExistsError  # noqa: E402
+from omnijet_weaver.studies.token_quality import TokenQualityConfig, load_tokenizer_spec, run_token_quality  # noqa: E402
+from omnijet_weaver.models.tokenizer import VQVAE, BinnedTokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_failed_run_leaves_nothing(toy_root_files, tmp_path):
     cfg = TokenQualityConfig(files=toy_root_files, output=out, data_config=str(DATA_CONFIG), max_jets=50,
                              tokenizers=["binned:5"], classifiers=("deepsets",), epochs=1, spread_tokens=0,
                              seeds=(0,))
-    tq = __import__("omnijet_weaver.token_quality", fromlist=["TokenQuality"]).TokenQuality(cfg)
+    tq = __import__("omnijet_weaver.studies.token_quality", fromlist=["TokenQuality"]).TokenQuality(cfg)
     tq.information_loss = lambda *a: (_ for _ in ()).throw(RuntimeError("interrupted"))
     with pytest.raises(RuntimeError, match="interrupted"):
         tq.run()

@@ -6,9 +6,9 @@ import torch
 import uproot
 
 from omnijet_weaver.constants import ANGLE_CUT, ETA_PHI_SCALE, LOG_PT_SHIFT, MAX_PARTICLES
-from omnijet_weaver.data import jet_loader
-from omnijet_weaver.features import FeatureTransform, from_features, jet_mass_from_features, to_features
-from omnijet_weaver.io import convert_to_ttree, write_root
+from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.models.features import FeatureTransform, from_features, jet_mass_from_features, to_features
+from omnijet_weaver.io.files import convert_to_ttree, write_root
 
 from conftest import DATA_CONFIG, shared_file, toy_jets
 

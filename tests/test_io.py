@@ -4,7 +4,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from omnijet_weaver.io import convert_to_ttree, split_root, write_root
+from omnijet_weaver.io.files import convert_to_ttree, split_root, write_root
 
 from conftest import toy_jets
 

@@ -15,7 +15,7 @@ pytest.importorskip("fastjet")
 from conftest import DATA_CONFIG  # noqa: E402
 
 from omnijet_weaver.constants import JETCLASS_LABELS, TREE_NAME  # noqa: E402
-from omnijet_weaver.pythia import (  # noqa: E402
+from omnijet_weaver.io.pythia import (  # noqa: E402
     JET_LEVEL_BRANCHES, PARTICLE_BRANCHES, PythiaSettingError, make_jets, parse_processes,
 )
 
@@ -52,7 +52,7 @@ def physics():
 
 
 def test_cli_file_is_a_jetclass_ttree(cli_file):
-    from omnijet_weaver.io import root_tree_kinds
+    from omnijet_weaver.io.files import root_tree_kinds
 
     path, proc = cli_file
     assert proc.stdout == ""  # Pythia's printout is silenced
@@ -71,7 +71,7 @@ def test_cli_file_is_a_jetclass_ttree(cli_file):
 
 
 def test_weaver_reads_the_file_with_qg_top(cli_file):
-    from omnijet_weaver.data import jet_loader
+    from omnijet_weaver.weaver.dataset import jet_loader
 
     path, _ = cli_file
     truth = read_tree(path)

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("fastjet")
 
-from omnijet_weaver.observables import (  # noqa: E402
+from omnijet_weaver.physics.observables import (  # noqa: E402
     constituent_observables, exclusive_kt_axes, jagged, jet_kinematics, jet_observables, masked_observables,
     nsubjettiness)
 

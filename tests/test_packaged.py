@@ -7,9 +7,9 @@ import numpy as np
 import torch
 import uproot
 
-from omnijet_weaver.generative import OmniJetGPT, load_generative
-from omnijet_weaver.packaged import DATA_DIR, PACKAGED, packaged_path
-from omnijet_weaver.tokenizer import VQVAE, load_tokenizer
+from omnijet_weaver.models.generative import OmniJetGPT, load_generative
+from omnijet_weaver.models.packaged import DATA_DIR, PACKAGED, packaged_path
+from omnijet_weaver.models.tokenizer import VQVAE, load_tokenizer
 
 from test_weaver_gpt import command
 

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omnijet_weaver.constants import ANGLE_CUT, MAX_PARTICLES
-from omnijet_weaver.features import FeatureTransform, from_features
-from omnijet_weaver.tokenizer import VQVAE, BinnedTokenizer
+from omnijet_weaver.models.features import FeatureTransform, from_features
+from omnijet_weaver.models.tokenizer import VQVAE, BinnedTokenizer
 
 torch.manual_seed(0)
 TOKENIZERS = [

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnijet_weaver.quantizer import VectorQuant, kmeans, nearest_code, usage_stats
+from omnijet_weaver.models.quantizer import VectorQuant, kmeans, nearest_code, usage_stats
 
 CENTRES = torch.tensor(
     [[0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0],

@@ -10,10 +10,10 @@ import pytest
 import torch
 import uproot
 
-from omnijet_weaver.checkpoint import save_model
-from omnijet_weaver.generative import OmniJetGPT
-from omnijet_weaver.io import atomic_output, write_parquet, write_root
-from omnijet_weaver.tokenizer import VQVAE
+from omnijet_weaver.models.checkpoint import save_model
+from omnijet_weaver.models.generative import OmniJetGPT
+from omnijet_weaver.io.files import atomic_output, write_parquet, write_root
+from omnijet_weaver.models.tokenizer import VQVAE
 
 from conftest import DATA_CONFIG, toy_jets
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 import uproot
 
-from omnijet_weaver.checkpoint import save_model
+from omnijet_weaver.models.checkpoint import save_model
 from omnijet_weaver.constants import JETCLASS_LABELS
-from omnijet_weaver.data import jet_loader
-from omnijet_weaver.generative import OmniJetGPT
-from omnijet_weaver.tokenizer import VQVAE
+from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.models.generative import OmniJetGPT
+from omnijet_weaver.models.tokenizer import VQVAE
 
 from conftest import DATA_CONFIG, NETWORK_CONFIGS, ROOT, run_weaver, shared_file
 
@@ -158,8 +158,8 @@ def test_parquet_configs_read_the_real_samples(name):
 
 
 def test_jetclass_config_has_ten_classes(tmp_path, checkpoints):
-    from omnijet_weaver.io import convert_to_ttree
-    from omnijet_weaver.networks import tagger_model
+    from omnijet_weaver.io.files import convert_to_ttree
+    from omnijet_weaver.weaver.networks import tagger_model
 
     config = CONFIGS / "jetclass.yaml"
     dc = load_data_config(config)
@@ -183,7 +183,7 @@ def test_jetclass_config_has_ten_classes(tmp_path, checkpoints):
 
 
 def test_fine_tuning_starts_from_the_backbone(checkpoints, toy_root_files):
-    from omnijet_weaver.networks import tagger_model
+    from omnijet_weaver.weaver.networks import tagger_model
 
     tok, gpt = checkpoints
     dc = load_data_config(DATA_CONFIG)

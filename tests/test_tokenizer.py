@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from omnijet_weaver.checkpoint import CheckpointError, load_model, save_model
+from omnijet_weaver.models.checkpoint import CheckpointError, load_model, save_model
 from omnijet_weaver.constants import MAX_PARTICLES
-from omnijet_weaver.features import FeatureTransform
-from omnijet_weaver.tokenizer import VQVAE, BinnedTokenizer, grid_size_for, load_tokenizer
+from omnijet_weaver.models.features import FeatureTransform
+from omnijet_weaver.models.tokenizer import VQVAE, BinnedTokenizer, grid_size_for, load_tokenizer
 
 TINY = dict(codebook_size=32, hidden_dim=16, num_blocks=1, num_heads=2)
 

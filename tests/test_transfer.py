@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from omnijet_weaver import early_stopping, transfer
-from omnijet_weaver.io import write_root
-from omnijet_weaver.weaver_runs import MODES, read_training_log
+from omnijet_weaver.studies import transfer
+from omnijet_weaver.weaver import early_stopping
+from omnijet_weaver.io.files import write_root
+from omnijet_weaver.weaver.runner import MODES, read_training_log
 
 from conftest import DATA_CONFIG, toy_jets
 from test_tagger import GPT_SIZES, load_data_config, make_checkpoints, part
@@ -185,7 +186,7 @@ def test_draw_subsets_is_seeded_nested_balanced_and_disjoint():
 
 @needs_mpl
 def test_metric_vs_labels_draws_error_bars(tmp_path):
-    from omnijet_weaver import plots
+    from omnijet_weaver.evaluation import plots
 
     results = {"fine-tuned": {100: (0.85, 0.01), 1000: (0.91, float("nan"))}, "from scratch": {100: 0.7, 1000: None}}
     written = plots.metric_vs_labels(tmp_path / "acc", results, ylabel="accuracy")
@@ -196,7 +197,7 @@ def test_metric_vs_labels_draws_error_bars(tmp_path):
 
 
 def test_seed_option_fixes_the_initial_weights(setup):
-    from omnijet_weaver.networks import tagger_model
+    from omnijet_weaver.weaver.networks import tagger_model
 
     dc = load_data_config(DATA_CONFIG)
     gpt, tok = str(setup["gpt"]), str(setup["tok"])
@@ -218,7 +219,7 @@ def test_seed_option_fixes_the_initial_weights(setup):
 
 
 def test_without_early_stopping_weaver_uses_its_own_loops():
-    from omnijet_weaver.networks import UseWeaverLoops, tagger_evaluate_fn, tagger_train_fn
+    from omnijet_weaver.weaver.networks import UseWeaverLoops, tagger_evaluate_fn, tagger_train_fn
 
     for fn in (tagger_train_fn, tagger_evaluate_fn):
         with pytest.raises(AttributeError):  # weaver 0.5.3: "not defined" -> its own classification loops

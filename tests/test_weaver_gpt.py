@@ -9,11 +9,11 @@ import pytest
 import torch
 import uproot
 
-from omnijet_weaver.checkpoint import save_model
+from omnijet_weaver.models.checkpoint import save_model
 from omnijet_weaver.constants import JETCLASS_LABELS, MAX_PARTICLES
-from omnijet_weaver.data import jet_loader
-from omnijet_weaver.generative import OmniJetGPT, load_generative
-from omnijet_weaver.tokenizer import VQVAE
+from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.models.generative import OmniJetGPT, load_generative
+from omnijet_weaver.models.tokenizer import VQVAE
 
 from conftest import DATA_CONFIG, NETWORK_CONFIGS, ROOT, run_weaver
 from test_weaver_vqvae import epoch_figures
@@ -141,7 +141,7 @@ def test_tokenize_then_pretrain_from_token_files(pretrained, toy_root_files, tok
 
 
 def test_token_ids_outside_the_vocabulary_fail_clearly(tokenizer_file):
-    from omnijet_weaver.tokenizer import load_tokenizer
+    from omnijet_weaver.models.tokenizer import load_tokenizer
 
     model = OmniJetGPT.from_tokenizer(load_tokenizer(tokenizer_file), embed_dim=16, num_blocks=1, num_heads=2,
                                       ff_dim=16)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from omnijet_weaver.data import jet_loader
-from omnijet_weaver.tokenizer import VQVAE, load_tokenizer
+from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.models.tokenizer import VQVAE, load_tokenizer
 
 from conftest import DATA_CONFIG, NETWORK_CONFIGS, run_weaver
 

@@ -10,7 +10,7 @@ import sys
 
 
 def main(argv=None):
-    from ..io import convert_to_ttree
+    from ..io.files import convert_to_ttree
     from . import fail
 
     p = argparse.ArgumentParser(prog="omnijet-weaver-convert", description=__doc__.split("\n\n")[0])

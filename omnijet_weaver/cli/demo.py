@@ -18,7 +18,7 @@ import sys
 
 
 def parse_args(argv=None):
-    from ..demo import MODES, DemoConfig
+    from ..studies.demo import MODES, DemoConfig
 
     d = DemoConfig(output=None)
     p = argparse.ArgumentParser(prog="omnijet-weaver-demo", description=__doc__.split("\n\n")[0],
@@ -55,7 +55,7 @@ def config_from_args(args):
     """The DemoConfig of parsed arguments (``--quick`` presets first, explicit options on top)."""
     from pathlib import Path
 
-    from ..demo import DemoConfig, quick_config
+    from ..studies.demo import DemoConfig, quick_config
 
     explicit = {k: getattr(args, k) for k in ("num_jets", "labels", "val_jets", "gen_jets", "epochs", "lrs", "modes",
                                               "batch_size", "seed", "workers") if getattr(args, k) is not None}
@@ -69,7 +69,7 @@ def config_from_args(args):
 
 
 def main(argv=None):
-    from ..demo import DemoError, OutputExistsError, run_demo
+    from ..studies.demo import DemoError, OutputExistsError, run_demo
     from . import fail
 
     args = parse_args(argv)

@@ -14,7 +14,7 @@ import argparse
 
 
 def parse_args(argv=None):
-    from ..gen_fidelity import GenFidelityConfig
+    from ..studies.gen_fidelity import GenFidelityConfig
 
     d = GenFidelityConfig(files=[], output=None)
     p = argparse.ArgumentParser(prog="omnijet-weaver-gen-fidelity", description=__doc__.split("\n\n")[0],
@@ -40,9 +40,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from ..checkpoint import CheckpointError
-    from ..data import InputFileError
-    from ..gen_fidelity import GenFidelityConfig, run_gen_fidelity
+    from ..models.checkpoint import CheckpointError
+    from ..studies.gen_fidelity import GenFidelityConfig, run_gen_fidelity
+    from ..weaver.dataset import InputFileError
     from . import default_device, fail
 
     args = parse_args(argv)

@@ -34,11 +34,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from ..checkpoint import CheckpointError
-    from ..generation import jetclass_arrays
-    from ..generative import load_generative
-    from ..io import check_output_path, write_jets
-    from ..packaged import packaged_path
+    from ..io.files import check_output_path, write_jets
+    from ..io.jetclass import jetclass_arrays
+    from ..models.checkpoint import CheckpointError
+    from ..models.generative import load_generative
+    from ..models.packaged import packaged_path
     from . import default_device, distributed_rank, fail, part_path
 
     args = parse_args(argv)

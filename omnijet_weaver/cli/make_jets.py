@@ -19,7 +19,7 @@ import sys
 
 
 def parse_args(argv=None):
-    from ..pythia import ETA_MAX, PROCESS_NAMES, PT_MAX, PT_MIN
+    from ..io.pythia import ETA_MAX, PROCESS_NAMES, PT_MAX, PT_MIN
 
     p = argparse.ArgumentParser(prog="omnijet-weaver-make-jets", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,8 +44,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from ..io import check_output_path, write_jets
-    from ..pythia import PythiaSettingError, make_jets, parse_processes, require_pythia
+    from ..io.files import check_output_path, write_jets
+    from ..io.pythia import PythiaSettingError, make_jets, parse_processes, require_pythia
     from . import fail
 
     args = parse_args(argv)

@@ -27,7 +27,7 @@ def _seeds(text: str) -> list:
 
 
 def parse_args(argv=None):
-    from ..token_quality import TokenQualityConfig
+    from ..studies.token_quality import TokenQualityConfig
 
     d = TokenQualityConfig(files=[], output=None)
     p = argparse.ArgumentParser(prog="omnijet-weaver-token-quality", description=__doc__.split("\n\n")[0],
@@ -58,9 +58,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from ..checkpoint import CheckpointError
-    from ..data import InputFileError
-    from ..token_quality import TokenQualityConfig, run_token_quality
+    from ..models.checkpoint import CheckpointError
+    from ..studies.token_quality import TokenQualityConfig, run_token_quality
+    from ..weaver.dataset import InputFileError
     from . import default_device, fail
 
     args = parse_args(argv)

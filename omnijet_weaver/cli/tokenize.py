@@ -15,7 +15,6 @@ import argparse
 import sys
 
 import awkward as ak
-import numpy as np
 
 
 def parse_args(argv=None):
@@ -31,42 +30,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def tokenize_files(tokenizer, data_config, files, device="cpu", batch_size=512, progress=True) -> ak.Array:
-    """Tokenize ``files`` with weaver's dataset; returns one record per jet (tokens, label, observers)."""
-    import torch
-    import tqdm
-
-    from ..data import jet_loader
-
-    tokenizer = tokenizer.to(device).eval()
-    tokens, labels, observers = [], [], {}
-    loader = jet_loader(data_config, files, batch_size=batch_size)
-    input_names = loader.dataset.config.input_names
-    label_name = loader.dataset.config.label_names[0] if loader.dataset.config.label_names else None
-    with torch.no_grad():
-        for X, y, Z in tqdm.tqdm(loader, disable=not progress, unit="batch", desc="tokenize"):
-            points, _, vectors, mask = (X[k].to(device) for k in input_names[:4])
-            ids, keep = tokenizer.encode(points, vectors, mask)
-            counts = keep.sum(1).cpu().numpy()
-            flat = ids[keep].cpu().numpy()  # row-major: jets in order, constituents pT-ordered
-            tokens.append(ak.unflatten(flat.astype(np.int32), counts))
-            if label_name is not None:
-                labels.append(y[label_name].numpy())
-            for k, v in Z.items():
-                observers.setdefault(k, []).append(np.asarray(v))
-    if not tokens:
-        raise ValueError("no jets were read: check the files and the data config's selection")
-    columns = {"tokens": ak.concatenate(tokens)}
-    if labels:
-        columns["label"] = np.concatenate(labels).astype(np.int64)
-    columns.update({k: np.concatenate(v) for k, v in observers.items()})
-    return ak.zip(columns, depth_limit=1)
-
-
 def main(argv=None):
-    from ..checkpoint import CheckpointError
-    from ..io import check_output_path, write_parquet
-    from ..tokenizer import load_tokenizer
+    from ..io.files import check_output_path, write_parquet
+    from ..models.checkpoint import CheckpointError
+    from ..models.tokenizer import load_tokenizer
+    from ..weaver.dataset import tokenize_files
     from . import default_device, distributed_rank, fail, part_path
 
     args = parse_args(argv)

@@ -20,8 +20,8 @@ import sys
 
 def parse_lrs(values, modes) -> dict:
     """``--lr`` values: one number for every mode, and/or ``mode=number`` for one mode."""
-    from ..transfer import DEFAULT_LRS
-    from ..weaver_runs import MODES
+    from ..studies.transfer import DEFAULT_LRS
+    from ..weaver.runner import MODES
 
     lrs = dict(DEFAULT_LRS)
     if not values:
@@ -40,8 +40,8 @@ def parse_lrs(values, modes) -> dict:
 
 
 def parse_args(argv=None):
-    from ..transfer import DEFAULT_LRS, TransferConfig
-    from ..weaver_runs import MODES
+    from ..studies.transfer import DEFAULT_LRS, TransferConfig
+    from ..weaver.runner import MODES
 
     d = TransferConfig(train=(), test=(), output=None)
     p = argparse.ArgumentParser(prog="omnijet-weaver-transfer", description=__doc__.split("\n\n")[0],
@@ -90,7 +90,7 @@ def parse_args(argv=None):
 def config_from_args(args):
     from pathlib import Path
 
-    from ..transfer import TransferConfig
+    from ..studies.transfer import TransferConfig
 
     return TransferConfig(train=tuple(args.train), test=tuple(args.test), output=Path(args.output),
                           data_config=args.data_config, labels=tuple(args.labels), modes=tuple(args.modes),
@@ -101,8 +101,8 @@ def config_from_args(args):
 
 
 def main(argv=None):
-    from ..transfer import run_transfer
-    from ..weaver_runs import OutputExistsError, WeaverRunError
+    from ..studies.transfer import run_transfer
+    from ..weaver.runner import OutputExistsError, WeaverRunError
     from . import fail
 
     args = parse_args(argv)

@@ -1,0 +1,30 @@
+"""weaver network config: the OmniJet-alpha tagger, a drop-in replacement for ParT's network config.
+
+    weaver --data-config data_configs/qg_top.yaml --network-config network_configs/omnijet_cls.py ...
+
+Fine-tunes the packaged generative backbone by default. Options: ``-o pretrained "'out/gpt.pt'"`` (another
+generative checkpoint), ``-o pretrained None`` (from scratch), ``-o freeze_backbone True`` (train the head only),
+``-o seed N`` (seeds the initialisation and weaver's shuffling), ``-o early_stopping N`` (best epoch on the
+validation loss, stop after N epochs without improvement; off by default: weaver's own loops, best epoch on the
+validation accuracy). weaver's ``--load-model-weights out/gpt_best_epoch_state.pt`` works too.
+"""
+
+from omnijet_weaver.weaver.networks import tagger_evaluate_fn, tagger_model, tagger_train_fn
+
+
+def get_model(data_config, **kwargs):
+    return tagger_model(data_config, **kwargs)
+
+
+def get_loss(data_config, **kwargs):
+    import torch
+
+    return torch.nn.CrossEntropyLoss()
+
+
+def get_train_fn(data_config, **kwargs):
+    return tagger_train_fn(data_config, **kwargs)  # AttributeError without -o early_stopping: weaver's own loop
+
+
+def get_evaluate_fn(data_config, **kwargs):
+    return tagger_evaluate_fn(data_config, **kwargs)

@@ -1,0 +1,119 @@
+"""The one data path: weaver's ParT kin inputs -> tokenizer features, and back.
+
+Every omnijet-weaver model starts with :class:`FeatureTransform`, so the unmodified ParT data configs
+work for the tokenizer, the generator and the tagger alike. All of it runs on the model's device.
+
+Shapes: ``points`` (B, 2, L) = (delta eta, delta phi); ``vectors`` (B, 4, L) = (px, py, pz, E) in GeV;
+``mask`` (B, 1, L), nonzero for real constituents. weaver's ``pad_mode: wrap`` fills padding with copies
+of real particles, so the mask is always used.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..constants import ANGLE_CUT, ETA_PHI_SCALE, LOG_PT_SHIFT, MAX_PARTICLES
+
+
+def _exporting() -> bool:
+    """True while the model is traced (ONNX export): then only traceable, exportable ops may run."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def to_features(pt, eta_rel, phi_rel):
+    """(pT [GeV], eta_rel, phi_rel), each (...,), -> tokenizer features (..., 3)."""
+    return torch.stack(
+        [ETA_PHI_SCALE * eta_rel, ETA_PHI_SCALE * phi_rel, torch.log(pt) + LOG_PT_SHIFT], dim=-1
+    )
+
+
+def from_features(features):
+    """Exact inverse of :func:`to_features`: features (..., 3) -> (pT [GeV], eta_rel, phi_rel), each (...,)."""
+    eta_rel = features[..., 0] / ETA_PHI_SCALE
+    phi_rel = features[..., 1] / ETA_PHI_SCALE
+    pt = torch.exp(features[..., 2] - LOG_PT_SHIFT)
+    return pt, eta_rel, phi_rel
+
+
+class FeatureTransform(nn.Module):
+    """(points, vectors, mask) -> (features (B, N, 3), mask (B, N) bool), N = min(L, max_particles).
+
+    Constituents are kept when the mask is set, the values are finite, pT > 0 and
+    |eta_rel|, |phi_rel| < ``angle_cut``; they are sorted by pT, descending, and the ``max_particles``
+    leading ones are kept. Dropped constituents are padding (mask False, features 0) at the end.
+
+    With ``trim_padding`` (the default) N is cut further to the largest multiplicity in the batch, which
+    saves most of the attention cost on real jets (JetClass averages ~40 of 128). Tracing (ONNX export)
+    keeps N = min(L, max_particles), since a data-dependent length cannot be exported.
+    """
+
+    def __init__(self, max_particles: int = MAX_PARTICLES, angle_cut: float = ANGLE_CUT, trim_padding: bool = True):
+        super().__init__()
+        self.max_particles = max_particles
+        self.angle_cut = angle_cut
+        self.trim_padding = trim_padding
+
+    def forward(self, points, vectors, mask=None):
+        eta, phi = points[:, 0], points[:, 1]
+        px, py = vectors[:, 0], vectors[:, 1]
+        pt = torch.sqrt(px * px + py * py) if _exporting() else torch.hypot(px, py)  # ONNX has no hypot
+        keep = (
+            torch.isfinite(eta) & torch.isfinite(phi) & torch.isfinite(pt) & (pt > 0)
+            & (eta.abs() < self.angle_cut) & (phi.abs() < self.angle_cut)
+        )
+        if mask is not None:
+            keep = keep & (mask[:, 0] != 0)
+        # pT-descending order, dropped constituents last (stable sort keeps ties reproducible)
+        key = torch.where(keep, pt, torch.full_like(pt, -1.0))
+        n = self.max_particles
+        if self.trim_padding and not _exporting():
+            n = max(1, min(n, int(keep.sum(1).max())))
+        if _exporting():  # ONNX's TopK breaks ties by the lower index, like a stable sort, but has no flag
+            order = torch.sort(key, dim=1, descending=True).indices[:, :n]
+        else:
+            order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :n]
+        keep = torch.gather(keep, 1, order)
+        safe = lambda x: torch.where(keep, torch.gather(x, 1, order), torch.ones_like(keep, dtype=x.dtype))
+        features = to_features(safe(pt), safe(eta), safe(phi)) * keep.unsqueeze(-1)
+        return features, keep
+
+    def extra_repr(self):
+        return f"max_particles={self.max_particles}, angle_cut={self.angle_cut}"
+
+
+def particles_to_vectors(pt, eta_rel, phi_rel, jet_eta=0.0, jet_phi=0.0):
+    """Massless four-vectors of constituents around a jet axis.
+
+    Args:
+        pt, eta_rel, phi_rel: (...,) tensors, pT in GeV.
+        jet_eta, jet_phi: the jet axis (scalars or tensors broadcastable to the leading dims + 1).
+    Returns:
+        (px, py, pz, E) in GeV, each (...,).
+    """
+    eta = eta_rel + jet_eta
+    phi = phi_rel + jet_phi
+    px, py = pt * torch.cos(phi), pt * torch.sin(phi)
+    pz = pt * torch.sinh(eta)
+    energy = pt * torch.cosh(eta)
+    return px, py, pz, energy
+
+
+def jet_kinematics(px, py, pz, energy, mask):
+    """Jet four-momentum sums over real constituents: (pt, eta, phi, mass, energy), each (B,). GeV.
+
+    px, py, pz, energy: (B, N); mask: (B, N) bool.
+    """
+    m = mask.to(px.dtype)
+    jpx, jpy, jpz, je = ((x * m).sum(-1) for x in (px, py, pz, energy))
+    jpt = torch.hypot(jpx, jpy)
+    jeta = torch.asinh(jpz / jpt.clamp_min(1e-12))
+    jphi = torch.atan2(jpy, jpx)
+    mass = torch.sqrt((je**2 - jpx**2 - jpy**2 - jpz**2).clamp_min(0))
+    return jpt, jeta, jphi, mass, je
+
+
+def jet_mass_from_features(features, mask):
+    """Invariant mass (B,) in GeV of massless constituents given as tokenizer features (B, N, 3)."""
+    pt, eta, phi = from_features(features.double())
+    return jet_kinematics(*particles_to_vectors(pt, eta, phi), mask)[3].to(features.dtype)

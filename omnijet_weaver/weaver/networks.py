@@ -1,0 +1,207 @@
+"""Model builders behind the weaver network configs in ``network_configs/``.
+
+weaver executes a network-config file as a throw-away module, so the configs stay ten lines long and all
+logic lives here. ``-o name value`` options arrive as keyword arguments; weaver itself adds
+``for_inference``, ``use_amp`` and ``compile_model``, which are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ..constants import INPUT_NAMES, MAX_PARTICLES
+
+#: Keyword arguments weaver passes to every get_model().
+WEAVER_KWARGS = ("for_inference", "use_amp", "compile_model")
+
+
+def check_inputs(data_config, network: str) -> None:
+    """Raise a clear error unless the data config provides ParT's kin inputs in ParT's order."""
+    names = tuple(data_config.input_names)
+    if names[: len(INPUT_NAMES)] != INPUT_NAMES:
+        raise ValueError(
+            f"{network} needs ParT's kin inputs {list(INPUT_NAMES)} (in this order) in the data config's "
+            f"`inputs`, but it has {list(names)}; start from data_configs/qg_top.yaml"
+        )
+    for name in ("pf_points", "pf_vectors", "pf_mask"):
+        rows = len(data_config.input_dicts[name])
+        want = {"pf_points": 2, "pf_vectors": 4, "pf_mask": 1}[name]
+        if rows != want:
+            raise ValueError(f"{network}: input {name} must have {want} variables, the data config gives {rows}")
+
+
+def split_options(cls, options: dict, network: str, extra=()) -> tuple[dict, dict]:
+    """Split ``-o`` options into ``cls``'s constructor arguments and ``extra`` ones; reject unknown names."""
+    known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self",) + tuple(extra)]
+    ctor, rest = {}, {}
+    for key, value in options.items():
+        if key in WEAVER_KWARGS and key not in known:
+            continue
+        if key in extra:
+            rest[key] = value
+        elif key in known:
+            ctor[key] = value
+        else:
+            raise TypeError(
+                f"{network}: unknown network option -o {key} ...; known options: {', '.join(known + list(extra))}"
+            )
+    return ctor, rest
+
+
+def model_info(data_config, output_names=("output",)) -> dict:
+    """weaver's model_info (input names/shapes and dynamic axes, used for ONNX export and FLOPs)."""
+    shapes = {k: ((1,) + tuple(s[1:])) for k, s in data_config.input_shapes.items()}
+    return {
+        "input_names": list(data_config.input_names),
+        "input_shapes": shapes,
+        "output_names": list(output_names),
+        "dynamic_axes": {
+            **{k: {0: "N", 2: "n_" + k.split("_")[0]} for k in data_config.input_names},
+            **{k: {0: "N"} for k in output_names},
+        },
+    }
+
+
+def vqvae_model(data_config, **options):
+    """get_model() of ``omnijet_vqvae.py``: a :class:`~omnijet_weaver.models.tokenizer.VQVAE` built from ``-o``
+    options (its constructor arguments; the paper's values by default)."""
+    from ..models.tokenizer import VQVAE
+
+    check_inputs(data_config, "omnijet_vqvae")
+    ctor, _ = split_options(VQVAE, options, "omnijet_vqvae")
+    ctor.setdefault("max_particles", MAX_PARTICLES)
+    model = VQVAE(**ctor)
+    return model, model_info(data_config, output_names=("loss",))
+
+
+def gpt_model(data_config, **options):
+    """get_model() of ``omnijet_gpt.py``: :class:`~omnijet_weaver.models.generative.OmniJetGPT` around the frozen
+    tokenizer named by ``-o tokenizer "'path.pt'"``; ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim``
+    set the backbone (paper defaults). Reads ParT kin inputs or token files (data_configs/tokens.yaml)."""
+    from ..constants import TOKEN_INPUT_NAMES
+    from ..models.generative import OmniJetGPT
+    from ..models.tokenizer import load_tokenizer
+
+    names = tuple(data_config.input_names)
+    if names != TOKEN_INPUT_NAMES:
+        check_inputs(data_config, "omnijet_gpt")
+    ctor, extra = split_options(OmniJetGPT, options, "omnijet_gpt", extra=("tokenizer",))
+    path = extra.get("tokenizer")
+    if path is None:
+        raise ValueError(
+            "omnijet_gpt needs the trained tokenizer: add -o tokenizer \"'out/vqvae_best_epoch_state.pt'\""
+        )
+    model = OmniJetGPT.from_tokenizer(load_tokenizer(path), **ctor)
+    return model, model_info(data_config, output_names=("loss",))
+
+
+#: Backbone options shared by the generative model and the tagger.
+BACKBONE_OPTIONS = ("embed_dim", "num_blocks", "num_heads", "ff_dim")
+
+
+def seed_everything(seed, where: str = "omnijet_cls") -> int:
+    """Seed torch (CPU and CUDA), numpy's global generator and ``random`` with ``seed`` (``-o seed N``)."""
+    import logging
+    import random
+
+    import numpy as np
+    import torch
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"{where}: -o seed takes a whole number from 0 to 2**32 - 1, got {seed!r}")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    logging.getLogger("weaver").info(
+        "%s: -o seed %d: torch, numpy and random seeded (model initialisation, weaver's shuffling of the jets)",
+        where, seed)
+    return seed
+
+
+def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_backbone=False, seed=None,
+                 early_stopping=None, **options):
+    """get_model() of ``omnijet_cls.py``: :class:`~omnijet_weaver.models.tagger.OmniJetTagger`.
+
+    Args:
+        pretrained: generative checkpoint whose tokenizer and backbone the tagger starts from:
+            ``"packaged"`` (default, shipped with the package), a path, or ``None`` to train the backbone
+            from scratch (the tokenizer and sizes then come from ``tokenizer`` / the options, or from the
+            packaged model so that scratch and fine-tuned runs compare like for like).
+        tokenizer: tokenizer checkpoint (only with ``pretrained=None``).
+        freeze_backbone: train only the classification head.
+        seed: seed torch, numpy and ``random`` first (:func:`seed_everything`). weaver calls get_model after
+            it has set up its data loaders but before it reads any jet, so the seed fixes the head's (and a
+            scratch backbone's) initialisation and weaver's shuffling of the training and validation jets (in
+            the main process with ``--num-workers 0``; DataLoader workers are seeded from torch's generator).
+            It does not cover weaver's shuffling of the file list under DDP (done before get_model) nor
+            non-deterministic GPU kernels. weaver 0.5.3 has no seed option of its own.
+        early_stopping: patience in epochs of the early stopping on the validation loss (see
+            :mod:`omnijet_weaver.weaver.early_stopping`; used by get_train_fn / get_evaluate_fn, checked here).
+        options: ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim`` (from scratch only), ``head_hidden``.
+    """
+    from ..models.checkpoint import description
+    from ..models.generative import load_generative
+    from ..models.packaged import packaged_path
+    from ..models.tagger import OmniJetTagger
+    from ..models.tokenizer import load_tokenizer
+    from .early_stopping import check_patience
+
+    check_patience(early_stopping)
+    if seed is not None:
+        seed_everything(seed)
+    check_inputs(data_config, "omnijet_cls")
+    ctor, _ = split_options(OmniJetTagger, options, "omnijet_cls",
+                            extra=("tokenizer", "num_classes", "freeze_backbone", "seed", "early_stopping"))
+    if isinstance(pretrained, str) and pretrained.lower() == "none":
+        pretrained = None
+    ref = None
+    if pretrained is not None:
+        ref = load_generative(packaged_path("gpt") if pretrained == "packaged" else pretrained)
+        clash = [k for k in BACKBONE_OPTIONS if k in ctor and ctor[k] != ref.config[k]]
+        if clash:
+            raise ValueError(f"omnijet_cls: {', '.join(clash)} must match the pre-trained backbone "
+                             f"({', '.join(f'{k}={ref.config[k]}' for k in clash)}); drop these options")
+        if tokenizer is not None:
+            raise ValueError("omnijet_cls: -o tokenizer is only for -o pretrained None (a pre-trained backbone "
+                             "comes with its own tokenizer)")
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer)
+    else:
+        if ref is None:
+            ref = load_generative(packaged_path("gpt"))
+        tok = ref.tokenizer
+    sizes = {k: ref.config[k] for k in BACKBONE_OPTIONS} if ref is not None else {}
+    sizes.update({k: v for k, v in ctor.items()})
+    model = OmniJetTagger(description(tok), num_classes=len(data_config.label_value),
+                          freeze_backbone=bool(freeze_backbone), **sizes)
+    model.tokenizer.load_state_dict(tok.state_dict())
+    if pretrained is not None:
+        model.backbone.load_state_dict(ref.backbone.state_dict())
+    return model, model_info(data_config, output_names=("softmax",))
+
+
+class UseWeaverLoops(AttributeError):
+    """Raised by the tagger's get_train_fn / get_evaluate_fn without ``-o early_stopping``: weaver-core 0.5.3
+    takes an AttributeError from these hooks for "not defined" and uses its own classification loops (it logs
+    "Running in classification mode"), so the tagger trains exactly as ParT does."""
+
+
+def tagger_train_fn(data_config, early_stopping=None, **options):
+    """get_train_fn() of ``omnijet_cls.py``: weaver's own loop, or its early-stopping wrapper with
+    ``-o early_stopping N`` (:mod:`omnijet_weaver.weaver.early_stopping`)."""
+    from .early_stopping import check_patience, train_fn
+
+    patience = check_patience(early_stopping)
+    if not patience:
+        raise UseWeaverLoops("no -o early_stopping: weaver's own training loop")
+    return train_fn(patience)
+
+
+def tagger_evaluate_fn(data_config, early_stopping=None, **options):
+    """get_evaluate_fn() of ``omnijet_cls.py`` (see :func:`tagger_train_fn`)."""
+    from .early_stopping import check_patience, evaluate_fn
+
+    patience = check_patience(early_stopping)
+    if not patience:
+        raise UseWeaverLoops("no -o early_stopping: weaver's own evaluation")
+    return evaluate_fn(patience)
