@@ -20,8 +20,6 @@ ETA_PHI_SCALE = 3.0
 LOG_PT_SHIFT = -1.8
 #: Number of tokenizer features per constituent: (f_eta, f_phi, f_pt).
 NUM_FEATURES = 3
-#: Feature names, in order (used for plots and file columns).
-FEATURE_NAMES = ("eta_rel", "phi_rel", "log_pt")
 
 # --- weaver inputs (ParT kin data configs) -----------------------------------------------------------------
 #: Input names of ParT's kin data configs, in the order our models' forward() takes them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -62,6 +63,34 @@ def test_auc_matches_pair_counting_with_many_ties():
     labels = rng.integers(0, 2, 200)
     score = rng.integers(0, 7, 200).astype(float) + 0.5 * labels  # heavy ties
     assert roc_auc(labels, score) == pytest.approx(brute_force_auc(labels, score), abs=1e-12)
+
+
+def exact_auc(labels, score) -> Fraction:
+    """The AUC as an exact fraction: (2 wins + ties) / (2 n_pos n_neg)."""
+    pos, neg = score[labels == 1], score[labels == 0]
+    twice = sum(2 if p > q else 1 if p == q else 0 for p, q in itertools.product(pos, neg))
+    return Fraction(twice, 2 * len(pos) * len(neg))
+
+
+def test_auc_is_the_correctly_rounded_exact_value():
+    """scikit-learn's trapezoid sum, snapped to the multiples of 1 / (2 n_pos n_neg): the float nearest to the
+    exact AUC, bit for bit (as the rank formula gave), so a printed AUC cannot flip in its last digit."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n = int(rng.integers(4, 120))
+        labels = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        score = rng.random(n).astype(np.float32) if trial % 2 else np.round(rng.random(n), 1)  # ties in half
+        exact = exact_auc(labels, score)
+        assert roc_auc(labels, score) == float(exact), trial
+        assert roc_auc(labels, score) == pytest.approx(roc_auc_score(labels, score), abs=1e-15)
+    # 20 + 20 jets with AUC exactly 13/16 = 0.8125: printed with 3 decimals as 0.812 (half to even), every time
+    labels = np.r_[np.zeros(20, int), np.ones(20, int)]
+    score = np.r_[np.linspace(0, 1, 20), np.linspace(0, 1, 20) + 0.5]
+    while exact_auc(labels, score) != Fraction(13, 16):
+        score[20 + int(np.argmax(score[20:]))] -= 0.037  # lower the best positive until 325 of 400 pairs win
+    assert roc_auc(labels, score) == 0.8125 and f"{roc_auc(labels, score):.3f}" == "0.812"
 
 
 def test_auc_macro_one_vs_rest():
@@ -159,6 +188,10 @@ def test_multiclass_training_beats_chance():
     assert res.num_classes == 3 and res.test_scores.shape == (res.n_test, 3)
     assert (res.n_train, res.n_val, res.n_test) == (360, 120, 120)
     assert res.accuracy > 0.8 and res.auc > 0.9
+    # the reported figures are those of the test scores: accuracy = share of argmax hits, macro one-vs-rest AUC
+    hits = int((res.test_scores.argmax(1) == res.test_labels).sum())
+    assert res.accuracy == hits / 120
+    assert res.auc == np.mean([roc_auc((res.test_labels == c).astype(int), res.test_scores[:, c]) for c in range(3)])
     np.testing.assert_allclose(res.test_scores.sum(1), 1.0, rtol=1e-9)
     assert res.val_loss_per_epoch[res.best_epoch - 1] == min(res.val_loss_per_epoch) == res.best_val_loss
     json.dumps(res.as_dict())  # JSON-ready, without the per-jet arrays

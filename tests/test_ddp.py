@@ -10,6 +10,7 @@ unchanged; on a GPU machine plain ``torchrun $(which weaver) --backend nccl`` ne
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -17,11 +18,12 @@ import sys
 
 import pytest
 import torch
+from conftest import DATA_CONFIG, NETWORK_CONFIGS
+from test_tagger import CLS_CONFIG, assert_identical, make_checkpoints, mode_options, part
+from test_weaver_history import fmt5
 
 from omnijet_weaver.models.tokenizer import load_tokenizer
-
-from conftest import DATA_CONFIG, NETWORK_CONFIGS
-from test_tagger import CLS_CONFIG, make_checkpoints, mode_options, part, assert_identical
+from omnijet_weaver.weaver.history import history_path, read_history
 
 BIN = os.path.dirname(sys.executable)
 TORCHRUN = os.path.join(BIN, "torchrun")
@@ -91,6 +93,12 @@ def run_ddp(setup, toy_root_files, name, network_config, options):
         assert listed and all(int(r) == rank for r, _ in listed), listed
         assert {os.path.basename(f) for _, f in listed} == {os.path.basename(files[rank])}
     assert (out / "model_best_epoch_state.pt").exists()
+    # the history: written once (by global rank 0), and weaver's validation metric is the same on both ranks
+    history = read_history(out / "model")
+    assert len(history_path(out / "model").read_text().splitlines()) == 1 and history[0]["epoch"] == 0
+    assert history[0]["best_epoch"] == 0
+    for log in logs:
+        assert re.findall(r"Current validation metric: (\S+) \(", log) == [fmt5(history[0]["val"]["metric"])]
     return out / "model", logs
 
 
@@ -98,8 +106,11 @@ def run_ddp(setup, toy_root_files, name, network_config, options):
 def test_ddp_trains_the_tagger(setup, toy_root_files, mode):
     _, _, tok, gpt = setup
     prefix, logs = run_ddp(setup, toy_root_files, mode, CLS_CONFIG, mode_options(mode, tok, gpt))
-    for log in logs:
-        assert re.search(r"Train AvgLoss: [0-9.]+", log)
+    record = read_history(prefix)[0]
+    # validation over both ranks (weaver gathers outputs and labels): accuracy = metric; training: rank 0's batches
+    assert record["val"]["accuracy"] == record["val"]["metric"] and set(record["train"]) == {"loss", "accuracy"}
+    assert re.findall(r"Train AvgLoss: (\S+), AvgAcc: (\S+)", logs[0]) == [
+        (fmt5(record["train"]["loss"]), fmt5(record["train"]["accuracy"]))]
     state = torch.load(f"{prefix}_best_epoch_state.pt", weights_only=True)
     gpt_state = torch.load(gpt, weights_only=True)
     assert_identical(part(state, "tokenizer"), part(gpt_state, "tokenizer"), "tokenizer")
@@ -114,6 +125,8 @@ def test_ddp_trains_the_vqvae(setup, toy_root_files):
                "--optimizer", "adamw", "--start-lr", "3e-3"]
     prefix, logs = run_ddp(setup, toy_root_files, "vqvae", NETWORK_CONFIGS / "omnijet_vqvae.py", options)
     for log in logs:
-        assert "Using custom train/evaluate functions" in log and re.search(r"Train epoch 0: .*code_usage", log)
+        assert "Using custom train/evaluate functions" in log
+    record = read_history(prefix)[0]
+    assert 0 < record["train"]["code_usage"] <= 1 and record["val"]["metric"] == math.exp(-record["val"]["loss"])
     tok = load_tokenizer(f"{prefix}_best_epoch_state.pt")
     assert bool(tok.quantizer.initialized) and tok.codebook_size == 32

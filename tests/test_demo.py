@@ -6,18 +6,23 @@ is shared by the tests of this module; it takes about a minute and a half on 2 l
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import io
 import json
+import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from omnijet_weaver.studies import demo
-from omnijet_weaver.evaluation.report import publish
+from omnijet_weaver.errors import ConfigError
+from omnijet_weaver.evaluation.report import fmt, markdown_table, publish
+from omnijet_weaver.studies import base, demo
 
 HAVE_PYTHIA = all(importlib.util.find_spec(m) is not None for m in ("pythia8mc", "fastjet"))
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -28,7 +33,6 @@ needs_all = pytest.mark.skipif(not (HAVE_PYTHIA and HAVE_MPL),
 #: Figures every report holds (PNG and PDF).
 FIGURES = ("jet_mass", "jet_pt", "multiplicity", "constituent_pt", "jet_mass_by_class", "mass_resolution",
            "accuracy_vs_labels", "auc_vs_labels", "roc")
-ROW = re.compile(r"^\| (fine-tuned|from scratch|backbone fixed) \| (\d+) \| ([^|]+) \| ([^|]+) \|", re.M)
 
 
 def run_cli(*args, timeout=900):
@@ -67,9 +71,11 @@ def test_quick_run_writes_the_report(quick_report):
     # every stage printed with its wall time
     for i, stage in enumerate(("make jets", "tokenize", "generate", "tag (weaver)", "report"), 1):
         assert re.search(rf"\[{i}/5\] {re.escape(stage)}: done in [0-9.]+ s", proc.stdout), stage
-    # the weaver command lines went through the repository's configs and AdamW
+    # the weaver command lines went through the shipped configs and AdamW
     commands = (out / "commands.sh").read_text()
-    assert commands.count("--predict ") == 5 and "network_configs/omnijet_cls.py" in commands
+    configs = demo.repo_configs()
+    assert commands.count("--predict ") == 5
+    assert commands.count(f"--network-config {configs['network']} ") == commands.count(f"--data-config {configs['data']} ") == 9
     assert "--optimizer adamw" in commands and "-o pretrained None" in commands
     # every training is seeded (the demo's default seed 1), so a rerun repeats it
     train_lines = [line for line in commands.splitlines() if "--data-train" in line]
@@ -78,22 +84,50 @@ def test_quick_run_writes_the_report(quick_report):
         assert "-o seed 1: torch, numpy and random seeded" in log.read_text(), log.name
 
 
+def _strict_json(path):
+    """A JSON file read back, refusing NaN / Infinity (the studies write strict JSON: null for a missing number)."""
+    def refuse(name):
+        raise AssertionError(f"{path.name} holds {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 @needs_all
-def test_quick_summary_has_accuracy_and_auc_per_mode_and_label_count(quick_report):
+def test_quick_summary_json_has_accuracy_and_auc_per_mode_and_label_count(quick_report):
     out, _ = quick_report
+    s = _strict_json(out / "summary.json")
+    tag = s["tagging"]
+    assert (tag["epochs"], tag["batch_size"], tag["validation_jets"]) == (2, 10, 40)
+    results = {(r["mode"], r["labels"]): r for r in tag["results"]}
+    assert list(results) == [("finetune", 20), ("finetune", 40), ("scratch", 20), ("scratch", 40)]
+    grid = {(g["mode"], g["labels"], g["lr"]): g for g in tag["lr_grid"]}
+    assert set(grid) == {(m, n, 1e-3) for m in ("finetune", "scratch") for n in (20, 40)}
+    for (mode, n), r in results.items():
+        assert r["mode_label"] == demo.MODES[mode][0] and r["test_jets"] == 40 and r["lr"] == 1e-3
+        # 40 test jets: the accuracy is a whole number of them; the AUC is a fraction of the 20 x 20 pairs
+        assert r["accuracy"] * 40 == pytest.approx(round(r["accuracy"] * 40), abs=1e-9)
+        assert r["auc"] * 400 == pytest.approx(round(r["auc"] * 800) / 2, abs=1e-9)
+        g = grid[(mode, n, r["lr"])]  # the chosen run's validation, weaver's best epoch
+        assert len(g["val_accuracy_per_epoch"]) == 2 and g["seconds"] > 0
+        assert r["best_val_accuracy"] == g["best_val_accuracy"] == max(g["val_accuracy_per_epoch"])
+        assert g["val_accuracy_per_epoch"][g["best_epoch"]] == g["best_val_accuracy"]
+    assert tag["generated_tagger"] == {"mode": "finetune", "labels": 40, "lr": 1e-3}
+    assert list(s["stage_seconds"]) == ["make jets", "tokenize", "generate", "tag (weaver)", "report"]
+    assert s["total_seconds"] >= sum(s["stage_seconds"].values()) > 0
+    assert s["figures"] == {f: [f"{f}.png", f"{f}.pdf"] for f in FIGURES}
+    assert s["config"]["quick"] is True and s["config"]["output"] == str(out.absolute())
+
+
+@needs_all
+def test_quick_summary_md_is_rendered_from_the_json(quick_report):
+    out, _ = quick_report
+    s = _strict_json(out / "summary.json")
     text = (out / "summary.md").read_text()
-    rows = {(m, int(n)): (float(a), float(b)) for m, n, a, b in ROW.findall(text)}
-    assert set(rows) == {(m, n) for m in ("fine-tuned", "from scratch") for n in (20, 40)}, rows
-    for (mode, n), (acc, auc) in rows.items():
-        assert 0.0 <= acc <= 1.0 and 0.0 <= auc <= 1.0, (mode, n, acc, auc)
-    summary = json.loads((out / "summary.json").read_text())
-    for r in summary["tagging"]["results"]:
-        assert r["test_jets"] == 40 and r["lr"] == 1e-3
-    assert set(summary["stage_seconds"]) == {"make jets", "tokenize", "generate", "tag (weaver)", "report"}
-    for section in ("## Tagging", "## Physics checks", "## Wall time", "codebook usage", "jet-mass resolution"):
-        assert section in text
-    for fig in FIGURES:
-        assert f"]({fig}.png)" in text
+    assert text == demo.summary_markdown(s)  # nothing in summary.md that the JSON does not hold
+    results = s["tagging"]["results"]
+    assert markdown_table(["mode", "labels", "accuracy", "AUC", "learning rate", "validation accuracy"],
+                          [[r["mode_label"], r["labels"], fmt(r["accuracy"], 4), fmt(r["auc"], 4), f"{r['lr']:g}",
+                            fmt(r["best_val_accuracy"], 4)] for r in results]) in text
 
 
 @needs_all
@@ -113,7 +147,8 @@ def test_quick_run_physics(quick_report):
     # the checks on the Pythia jets are in the summary, and pass
     checks = {c["check"]: c["passed"] for c in s["physics_checks"]}
     assert all(v for k, v in checks.items() if k.startswith("Pythia")) and len(checks) >= 6
-    assert "| Pythia top jets: median mass in [160, 185] GeV |" in (out / "summary.md").read_text()
+    value = {c["check"]: c["value"] for c in s["physics_checks"]}
+    assert value["Pythia top jets: median mass in [160, 185] GeV"] == f"{top['median_mass_GeV']:.1f} GeV"
 
 
 @needs_all
@@ -157,6 +192,112 @@ def test_output_folder_rules(tmp_path):
     publish(new, old)
     assert (old / demo.MARKER).read_text() == "new" and not (old / "stale.png").exists() and not new.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "foreign", "report"]
+
+
+# --- the study base shared with the transfer study (no weaver run) -----------------------------------------------
+
+
+@dataclasses.dataclass
+class ToyConfig:
+    output: object
+    keep_data: bool = False
+    overwrite: bool = False
+    n_workers: int = 1
+
+    def check(self):
+        pass
+
+
+class ToyStudy(base.WeaverStudy):
+    """Two stages, one weaver command line, a summary with a NaN, numpy and tuple values; ``fail`` raises
+    between the stages as a failed weaver run would."""
+
+    marker, kind, stages, commands_comment = ".omnijet-weaver-toy", "toy report", ("first", "second"), ("toy",)
+    fail = False
+
+    def headline(self):
+        return "toy study"
+
+    def build(self):
+        (self.data / "jets.root").write_text("jets")
+        (self.logs / "train.log").write_text("log")
+        self.commands.append(["weaver", *self.train_args(
+            [self.data / "t.root"], [self.data / "v.root"], ["-o", "seed", 3], self.data / "runs" / "cls",
+            batch_size=10, epochs=2, steps=4, val_tiling=base.validation_tiling(40), lr=1e-3)])
+        self.commands.append(["weaver", *self.predict_args([self.data / "test.root"], ["-o", "seed", 3],
+                                                           self.data / "runs" / "cls", self.data / "pred.root")])
+        self.stage("first", lambda: None)
+        if self.fail:
+            raise demo.DemoError("weaver (toy) failed")
+        self.summary.update(self.stage("second", lambda: {"accuracy": float("nan"), "auc": np.float64(0.75),
+                                                          "labels": (20, 40)}))
+        self.write_commands()
+
+    def markdown(self, s):
+        return markdown_table(["accuracy", "AUC", "labels"], [[fmt(s["accuracy"]), fmt(s["auc"]), s["labels"]]])
+
+
+def test_study_base_publishes_the_report_with_json_first_summary_and_commands(tmp_path):
+    out = io.StringIO()
+    study = ToyStudy(ToyConfig(tmp_path / "report"), out=out)
+    written = study.run()
+    report = tmp_path / "report"
+    assert sorted(p.name for p in report.iterdir()) == [".omnijet-weaver-toy", "commands.sh", "logs", "summary.json",
+                                                        "summary.md"]  # data/ deleted, the logs kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no partial folder left
+    assert written == _strict_json(report / "summary.json")
+    assert (written["accuracy"], written["auc"], written["labels"]) == (None, 0.75, [20, 40])  # NaN -> null
+    assert list(written["stage_seconds"]) == ["first", "second"] and written["total_seconds"] > 0
+    assert (report / "summary.md").read_text() == study.markdown(written)
+    cfg = demo.repo_configs()
+    common = ["--data-config", str(cfg["data"]), "--network-config", str(cfg["network"]), "--gpus", "",
+              "--num-workers", "0", "-o", "seed", "3"]
+    d = str(report / "data")
+    assert (report / "commands.sh").read_text().splitlines() == ["#!/usr/bin/env bash", "# toy", "", shlex.join([
+        "weaver", "--data-train", f"{d}/t.root", "--data-val", f"{d}/v.root", *common, "--model-prefix",
+        f"{d}/runs/cls", "--in-memory", "--fetch-step", "1", "--batch-size", "10", "--num-epochs", "2",
+        "--steps-per-epoch", "4", "--batch-size-val", "40", "--steps-per-epoch-val", "1", "--optimizer", "adamw",
+        "--start-lr", "0.001", "--lr-scheduler", "flat+decay", "--auto-clean"]), shlex.join([
+        "weaver", "--predict", "--data-test", f"{d}/test.root", *common, "--model-prefix",
+        f"{d}/runs/cls_best_epoch_state.pt", "--batch-size", "256", "--predict-output", f"{d}/pred.root"])]
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["toy study", "[1/2] first ..."] and re.fullmatch(r"\[1/2\] first: done in [0-9.]+ s "
+                                                                          r"\(total [0-9.]+ s\)", lines[2])
+    assert lines[-1].startswith("done in ") and lines[-1].endswith(f" s: {report / 'summary.md'}")
+    # --keep-data keeps data/; --overwrite replaces the old report as a whole
+    ToyStudy(ToyConfig(report, keep_data=True, overwrite=True), out=io.StringIO()).run()
+    assert (report / "data" / "jets.root").read_text() == "jets"
+
+
+def test_study_base_keeps_a_failed_run_with_its_logs_and_says_where(tmp_path):
+    out = io.StringIO()
+    study = ToyStudy(ToyConfig(tmp_path / "report"), out=out)
+    study.fail = True
+    with pytest.raises(demo.DemoError, match="weaver \\(toy\\) failed"):
+        study.run()
+    partial = study.work
+    assert sorted(p.name for p in tmp_path.iterdir()) == [partial.name] and partial.name.startswith(".report.partial-")
+    assert sorted(p.name for p in partial.iterdir()) == [".omnijet-weaver-toy", "logs"]  # data/ deleted
+    assert (partial / "logs" / "train.log").read_text() == "log"
+    assert out.getvalue().splitlines()[-1] == (f"stopped (WeaverRunError): the partial toy report, with its logs, is "
+                                               f"kept in {partial}")
+    # the partial folder is no report: a later run into the same output starts afresh
+    ToyStudy(ToyConfig(tmp_path / "report"), out=io.StringIO()).run()
+    assert (tmp_path / "report" / "summary.json").is_file()
+
+
+def test_validation_tiling_and_training_cost():
+    for n in range(1, 2100):
+        batch, steps = base.validation_tiling(n)
+        # the demo's and the transfer study's former rules (ceil and floor of n / steps) give the same numbers
+        old = next((k for k in range(math.ceil(n / 512), n + 1) if n % k == 0), 1)
+        assert (batch, steps) == (math.ceil(n / old), old) == (n // old, old)
+        assert batch * steps == n and batch <= 512
+    assert [base.validation_tiling(n) for n in (40, 300, 1000, 1031)] == [(40, 1), (300, 1), (500, 2), (1, 1031)]
+    with pytest.raises(ConfigError, match="--val-jets"):
+        base.validation_tiling(0)
+    assert base.training_cost(2, 4, 10, 40, "finetune") == 2 * (40 + 20) + 400
+    assert base.training_cost(2, 4, 10, 40, "frozen") == pytest.approx(2 * (16 + 20) + 400)
 
 
 def test_config_checks_and_cli_errors(tmp_path, capsys):

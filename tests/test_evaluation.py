@@ -14,14 +14,30 @@ pytest.importorskip("fastjet")
 pytest.importorskip("matplotlib")
 
 from conftest import DATA_CONFIG  # noqa: E402
-from omnijet_weaver.models.checkpoint import save_model  # noqa: E402
+
+from omnijet_weaver.evaluation import plots  # noqa: E402
+from omnijet_weaver.evaluation.classifiers import classifier_test  # noqa: E402
 from omnijet_weaver.evaluation.reconstruction import (  # noqa: E402
-    difference_stats, gaussian_fit, load_jets, reconstruct, resolutions, token_spread)
-from omnijet_weaver.studies.gen_fidelity import GenFidelityConfig, run_gen_fidelity, wasserstein_1d  # noqa: E402
-from omnijet_weaver.models.generative import OmniJetGPT  # noqa: E402
+    difference_stats,
+    gaussian_fit,
+    load_jets,
+    reconstruct,
+    resolutions,
+    token_spread,
+)
 from omnijet_weaver.evaluation.report import OutputExistsError  # noqa: E402
-from omnijet_weaver.studies.token_quality import TokenQualityConfig, load_tokenizer_spec, run_token_quality  # noqa: E402
+from omnijet_weaver.models.checkpoint import save_model  # noqa: E402
+from omnijet_weaver.models.generative import OmniJetGPT, load_generative  # noqa: E402
+from omnijet_weaver.models.quantizer import codebook_usage  # noqa: E402
 from omnijet_weaver.models.tokenizer import VQVAE, BinnedTokenizer  # noqa: E402
+from omnijet_weaver.studies.gen_fidelity import (  # noqa: E402
+    GenFidelityConfig,
+    distances,
+    generated_sample,
+    run_gen_fidelity,
+    wasserstein_1d,
+)
+from omnijet_weaver.studies.token_quality import TokenQualityConfig, load_tokenizer_spec, run_token_quality  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +55,88 @@ def sample(toy_root_files):
     return load_jets(DATA_CONFIG, toy_root_files, max_jets=300)
 
 
+def table_rows(md: str) -> list:
+    """The body rows of the markdown tables in ``md``, as lists of stripped cells (header separators left out)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in md.splitlines() if line.startswith("|")]
+    return [r for r in rows if not all(set(c) <= set("-:") for c in r)]
+
+
+def assert_png_layout(path, ratio: bool) -> bool:
+    """The PNG decodes, and has the size of its figure at 110 dpi trimmed to the content: 8 x 8 in with the ratio
+    panel, 8 x 6 in without (minus the trimmed margins)."""
+    import matplotlib.image
+
+    h, w, channels = matplotlib.image.imread(path).shape
+    height = (8 if ratio else 6) * 110  # pixels before trimming; bbox_inches="tight" adds 0.1 in on each side
+    assert channels == 4 and 0.8 * 880 < w <= 880 + 22 and 0.8 * height < h <= height + 22, (path, w, h)
+    return True
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions save, in order (save_figure still writes them)."""
+    saved = []
+    write = plots.save_figure
+
+    def keep(fig, path, formats=plots.FORMATS):
+        saved.append(fig)
+        return write(fig, path, formats)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return saved
+
+
+def test_hist_ratio_draws_the_histograms_and_their_ratio(tmp_path, figures):
+    from matplotlib.patches import StepPatch
+
+    rng = np.random.default_rng(0)
+    samples = {"real": rng.normal(90, 20, 2000), "generated": rng.normal(100, 25, 1500), "other": rng.normal(80, 20, 500)}
+    samples["generated"][:3] = [np.nan, np.inf, 1e6]  # dropped (non-finite) and overflow (kept in the count)
+    bins = np.linspace(0, 200, 21)
+    written = plots.hist_ratio(tmp_path / "mass", samples, bins, reference="real", xlabel="jet mass [GeV]")
+    assert written == [tmp_path / "mass.png", tmp_path / "mass.pdf"]
+    assert_png_layout(written[0], ratio=True) and written[1].read_bytes()[:4] == b"%PDF"
+    ax, rax = figures[0].axes
+    steps = [p for p in ax.patches if isinstance(p, StepPatch)]
+    density = {}
+    for (name, values), step in zip(samples.items(), steps):
+        values = values[np.isfinite(values)]
+        counts, _ = np.histogram(values, bins)
+        density[name] = counts / (counts.sum() * np.diff(bins))
+        drawn = step.get_data()
+        np.testing.assert_array_equal(drawn.edges, bins)
+        np.testing.assert_allclose(drawn.values, density[name], rtol=1e-12)
+    assert len(steps) == 3
+    assert ax.get_legend_handles_labels()[1] == ["real (2000)", "generated (1498)", "other (500)"]
+    assert ax.get_xlim() == (0.0, 200.0) and rax.get_ylim() == (0.0, 2.0)
+    # ratio panel: one point per bin at the bin centre, sample / reference, for the two non-reference samples
+    points = [line for line in rax.lines if line.get_marker() == "o"]
+    assert len(points) == 2
+    centres = 0.5 * (bins[1:] + bins[:-1])
+    for line, name in zip(points, ("generated", "other")):
+        x, y = line.get_data()
+        np.testing.assert_allclose(x, centres)
+        expected = np.where(density["real"] > 0, density[name] / np.where(density["real"] > 0, density["real"], 1), np.nan)
+        np.testing.assert_allclose(y, expected, rtol=1e-12)
+    # counts instead of densities, one panel
+    plots.hist_ratio(tmp_path / "n", {"a": np.array([0.5, 1.5, 1.5, 2.5, 9.0])}, np.array([0.0, 1, 2, 3]),
+                     density=False, ratio=False)
+    (ax,) = figures[1].axes
+    (step,) = [p for p in ax.patches if isinstance(p, StepPatch)]
+    np.testing.assert_array_equal(step.get_data().values, [1, 2, 1])
+    assert_png_layout(tmp_path / "n.png", ratio=False)
+
+
+def test_roc_curve_points_by_hand(tmp_path, figures):
+    # scores 0.9 (signal), 0.6 (background), 0.4 (signal), 0.1 (background): after each cut
+    # (eps_S, eps_B) = (1/2, 0) [left out: infinite rejection], (1/2, 1/2), (1, 1/2), (1, 1)
+    plots.roc_curves(tmp_path / "roc", {"toy": ([1, 0, 1, 0], [0.9, 0.6, 0.4, 0.1])})
+    (line,) = figures[0].axes[0].lines
+    x, y = line.get_data()
+    np.testing.assert_allclose(x, [0.5, 1.0, 1.0])
+    np.testing.assert_allclose(y, [2.0, 2.0, 1.0])
+
+
 def test_gaussian_fit_recovers_core_despite_tails():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(1.5, 2.0, 20000), rng.uniform(-60, 60, 2000)])  # core + 9 % flat tails
@@ -53,14 +151,16 @@ def test_gaussian_fit_recovers_core_despite_tails():
 
 def test_wasserstein_by_hand():
     a = np.array([0.0, 1.0, 3.0])
-    assert wasserstein_1d(a, a + 2.5) == pytest.approx(2.5)
+    assert wasserstein_1d(a, a + 2.5) == pytest.approx(2.5, rel=1e-15)
     assert wasserstein_1d(a, a[::-1]) == 0
-    # {0} vs {0, 1}: half the mass moves by 1
-    assert wasserstein_1d([0.0], [0.0, 1.0]) == pytest.approx(0.5)
+    # {0} vs {0, 1}: half the mass moves by 1; {0, 0, 0, 4} vs {1}: 3/4 moves by 1, 1/4 by 3
+    assert wasserstein_1d([0.0], [0.0, 1.0]) == pytest.approx(0.5, rel=1e-15)
+    assert wasserstein_1d([0.0, 0.0, 0.0, 4.0], [1.0]) == pytest.approx(1.5, rel=1e-15)
+    # equal sizes: the mean distance of the sorted values; u_i vs u_i^2 on a grid -> mean(u - u^2) (1/6 for n -> inf)
+    u = np.arange(1000) / 1000
     rng = np.random.default_rng(1)
-    x, y = rng.normal(0, 1, 500), rng.exponential(1, 700)
-    scipy_stats = pytest.importorskip("scipy.stats")
-    assert wasserstein_1d(x, y) == pytest.approx(scipy_stats.wasserstein_distance(x, y), rel=1e-10)
+    assert wasserstein_1d(rng.permutation(u), u**2) == pytest.approx(np.mean(u - u**2), rel=1e-12)
+    assert wasserstein_1d(u, u**2) == pytest.approx(1 / 6, abs=1e-3)
     assert np.isnan(wasserstein_1d([], [1.0]))
 
 
@@ -128,18 +228,33 @@ def test_token_quality_report(toy_root_files, tiny_models, tmp_path):
                              seeds=(0, 1), epochs=2, patience=2, spread_tokens=3, spread_repeats=20)
     s = run_token_quality(cfg)
     md = (out / "summary.md").read_text()
-    for name in ("tiny", "binned 5^3", "binned 41^3", "original"):
-        assert f"| {name} |" in md
+    first_cells = {row[0] for row in table_rows(md)}
+    assert {"tiny", "binned 5^3", "binned 41^3", "original"} <= first_cells
     assert "## Resolution" in md and "## Information loss" in md
     saved = json.loads((out / "summary.json").read_text())
     tq = saved["tokenizers"]
     assert tq["binned 41^3"]["resolutions"]["all"]["mass"]["std"] < tq["binned 5^3"]["resolutions"]["all"]["mass"]["std"]
-    assert 0 < tq["tiny"]["code_usage"] <= 1 and tq["binned 5^3"]["codebook_size"] == 125
+    assert tq["binned 5^3"]["codebook_size"] == 125
+    # usage and perplexity are those of the code counts of the same 300 jets
+    sample = load_jets(DATA_CONFIG, toy_root_files, max_jets=300)
+    for name, tok in (("tiny", load_tokenizer_spec(str(tiny_models[0]))[1]), ("binned 5^3", BinnedTokenizer(5))):
+        counts = reconstruct(tok, sample)[1]
+        assert counts.sum() == sample.mask.sum()
+        usage, perplexity = codebook_usage(counts)
+        assert usage == tq[name]["code_usage"] == np.count_nonzero(counts) / tok.codebook_size
+        assert perplexity == tq[name]["perplexity"]
     loss = saved["information_loss"]["deepsets"]
     assert set(loss) == {"original", "tiny", "binned 5^3", "binned 41^3"}
-    assert all(0 <= v["accuracy_mean"] <= 1 and len(v["runs"]) == 2 for v in loss.values())
-    for stem in ("mass", "tau32", "mass_diff_Tbqq", "pt_diff_QCD", "token_spread"):
-        assert (out / f"{stem}.png").stat().st_size > 1000 and (out / f"{stem}.pdf").is_file()
+    for v in loss.values():  # mean and sample std (ddof 1) of the two seeds' test accuracies, k / 60 each
+        acc = [r["accuracy"] for r in v["runs"]]
+        assert len(acc) == 2 and all(r["n_test"] == 60 and round(a * 60) == pytest.approx(a * 60, abs=1e-9)
+                                     for a, r in zip(acc, v["runs"]))
+        assert v["accuracy_mean"] == pytest.approx(np.mean(acc), abs=1e-15)
+        assert v["accuracy_std"] == pytest.approx(np.std(acc, ddof=1), abs=1e-15)
+        assert f"{v['accuracy_mean']:.4f} ± {v['accuracy_std']:.4f}" in md
+    for stem, ratio in (("mass", True), ("tau32", True), ("mass_diff_Tbqq", False), ("pt_diff_QCD", False)):
+        assert_png_layout(out / f"{stem}.png", ratio) and (out / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    assert (out / "token_spread.pdf").read_bytes()[:4] == b"%PDF"
     assert s["jets"] == 300
     assert not list(tmp_path.glob(".tq.partial-*"))
     with pytest.raises(OutputExistsError, match="--overwrite"):
@@ -151,13 +266,27 @@ def test_gen_fidelity_report(toy_root_files, tiny_models, tmp_path):
     cfg = GenFidelityConfig(files=toy_root_files, output=out, checkpoint=str(tiny_models[1]),
                             data_config=str(DATA_CONFIG), num_jets=80, epochs=2, patience=2, progress=False)
     s = run_gen_fidelity(cfg)
-    assert s["generated_jets"] == 80 and s["real_jets"] == 80
-    assert 0 <= s["classifier_test"]["auc"] <= 1 and s["classifier_test"]["jets_per_sample"] == 80
+    assert s["generated_jets"] == 80 and s["real_jets"] == 80 and s["classifier_test"]["jets_per_sample"] == 80
+    # the same samples rebuilt here (all seeded) give the same distances and the same classifier-test AUC
+    model = load_generative(tiny_models[1])
+    real = load_jets(DATA_CONFIG, toy_root_files, max_jets=80)
+    real_rec, _ = reconstruct(model.tokenizer, real)
+    gen = generated_sample(model, 80, seed=0)
     w1 = s["w1_generated_vs_reconstructed"]
     assert set(w1) == {"mass", "pt", "n", "tau21", "tau32", "const_pt", "const_eta", "const_phi"}
-    assert all(np.isfinite(v) and v >= 0 for v in w1.values())
+    assert w1 == distances(gen, real_rec)
+    assert s["w1_reconstructed_vs_original"] == distances(real_rec, real)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert w1["mass"] == scipy_stats.wasserstein_distance(gen.observables()[0]["mass"], real_rec.observables()[0]["mass"])
+    assert w1["const_pt"] == scipy_stats.wasserstein_distance(gen.observables()[1]["pt"], real_rec.observables()[1]["pt"])
+    test = classifier_test(real_rec.features, real_rec.mask, gen.features, gen.mask, width=10, seed=0, max_epochs=2,
+                           patience=2)
+    assert s["classifier_test"]["auc"] == test.auc and s["classifier_test"]["accuracy"] == test.accuracy
     md = (out / "summary.md").read_text()
-    assert "test AUC" in md and "| jet mass [GeV] |" in md
+    assert "test AUC" in md
+    w1_rows = {row[0]: row[1:] for row in table_rows(md)}
+    assert w1_rows["jet mass [GeV]"][:3] == [f"{w1['mass']:.4f}", f"{s['w1_real_halves']['mass']:.4f}",
+                                             f"{s['w1_reconstructed_vs_original']['mass']:.4f}"]
     for stem in ("mass", "n", "tau21", "const_pt", "const_eta"):
         assert (out / f"{stem}.png").is_file() and (out / f"{stem}.pdf").is_file()
 

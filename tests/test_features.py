@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 import uproot
+from conftest import DATA_CONFIG, shared_file, toy_jets
 
 from omnijet_weaver.constants import ANGLE_CUT, ETA_PHI_SCALE, LOG_PT_SHIFT, MAX_PARTICLES
-from omnijet_weaver.weaver.dataset import jet_loader
-from omnijet_weaver.models.features import FeatureTransform, from_features, jet_mass_from_features, to_features
 from omnijet_weaver.io.files import convert_to_ttree, write_root
-
-from conftest import DATA_CONFIG, shared_file, toy_jets
+from omnijet_weaver.models.features import FeatureTransform, from_features, jet_mass_from_features, to_features
+from omnijet_weaver.weaver.dataset import jet_loader
 
 
 def reference_particles(path):

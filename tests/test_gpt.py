@@ -7,9 +7,16 @@ import copy
 import pytest
 import torch
 
-from omnijet_weaver.models.checkpoint import CheckpointError, load_model, save_model
 from omnijet_weaver.constants import pad_token, start_token, stop_token, vocab_size
-from omnijet_weaver.models.gpt import Backbone, GPTBlock, NextTokenHead, make_sequences, next_token_loss, summarize_stats
+from omnijet_weaver.models.checkpoint import CheckpointError, load_model, save_model
+from omnijet_weaver.models.gpt import (
+    Backbone,
+    GPTBlock,
+    NextTokenHead,
+    make_sequences,
+    next_token_loss,
+    summarize_stats,
+)
 from omnijet_weaver.models.sampling import SampledTokens, make_generator, pick_next, sample_tokens
 
 K = 16  # codebook size of the tiny models

@@ -3,10 +3,9 @@
 import awkward as ak
 import numpy as np
 import uproot
+from conftest import toy_jets
 
 from omnijet_weaver.io.files import convert_to_ttree, split_root, write_root
-
-from conftest import toy_jets
 
 
 def test_split_root_keeps_every_jet_once(tmp_path):

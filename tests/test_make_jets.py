@@ -14,9 +14,13 @@ pytest.importorskip("fastjet")
 
 from conftest import DATA_CONFIG  # noqa: E402
 
-from omnijet_weaver.constants import JETCLASS_LABELS, TREE_NAME  # noqa: E402
+from omnijet_weaver.constants import JET_BRANCHES, JETCLASS_LABELS, TREE_NAME  # noqa: E402
+from omnijet_weaver.io.jetclass import jet_masses  # noqa: E402
 from omnijet_weaver.io.pythia import (  # noqa: E402
-    JET_LEVEL_BRANCHES, PARTICLE_BRANCHES, PythiaSettingError, make_jets, parse_processes,
+    PARTICLE_BRANCHES,
+    PythiaSettingError,
+    make_jets,
+    parse_processes,
 )
 
 N_FILE = 5  # jets per process in the command-line file
@@ -58,7 +62,7 @@ def test_cli_file_is_a_jetclass_ttree(cli_file):
     assert proc.stdout == ""  # Pythia's printout is silenced
     assert root_tree_kinds(path) == {TREE_NAME: "TTree"}
     arrays = read_tree(path)
-    for name in PARTICLE_BRANCHES + JET_LEVEL_BRANCHES + JETCLASS_LABELS:
+    for name in PARTICLE_BRANCHES + JET_BRANCHES + JETCLASS_LABELS:
         assert name in arrays, name
     assert len(arrays["jet_pt"]) == 2 * N_FILE
     assert arrays["part_px"].type.content.content.primitive == "float32"
@@ -91,7 +95,7 @@ def test_weaver_reads_the_file_with_qg_top(cli_file):
 def test_same_seed_same_file_other_seed_other_jets(cli_file, tmp_path):
     path, _ = cli_file
     again = tmp_path / "again.root"
-    run_cli("--process", "top,qcd", "--num-jets", N_FILE, "--workers", 2, "--seed", 7, "--output", again,
+    run_cli("--process", "top", "qcd", "--num-jets", N_FILE, "--workers", 2, "--seed", 7, "--output", again,
             "--no-progress")
     a, b = read_tree(path), read_tree(again)
     assert a.keys() == b.keys()
@@ -109,6 +113,8 @@ def test_physics(physics):
     px, py, pz, e = (ak.sum(ak.values_astype(j[f"part_{k}"], np.float64), axis=1).to_numpy()
                      for k in ("px", "py", "pz", "energy"))
     mass = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0))
+    # the demo's physics check sums the float32 branches: E^2 - p^2 cancels, so 1e-7 becomes up to 1e-3 on m
+    np.testing.assert_allclose(jet_masses(j), mass, rtol=1e-3)
     assert 140 < np.median(mass[top]) < 200, np.median(mass[top])
     assert np.median(mass[qcd]) < np.median(mass[top]) - 30
     n = j["jet_nparticles"]
@@ -137,6 +143,23 @@ def test_physics(physics):
     charged = j["part_charge"] != 0
     assert ak.all(charged == ((j["part_isChargedHadron"] + j["part_isElectron"] + j["part_isMuon"]) == 1))
     assert ak.all(j["part_energy"] > 0)
+
+
+def test_jet_record_by_hand():
+    """Two constituents (px, py, pz, E, PDG id, charge): pT-ordered, relative angles to the summed axis, the jet
+    four-momentum sums; pid and charge give the type flags."""
+    from omnijet_weaver.io.pythia import _jet_record
+
+    soft = (3.0, 4.0, 0.0, 5.0, 22, 0)  # a photon, pT 5, eta 0, phi atan2(4, 3)
+    hard = (0.0, 12.0, 5.0, 13.0, 211, 1)  # a pi+, pT 12, eta asinh(5 / 12), phi pi / 2
+    cols, (jpt, jeta, jphi, e, n) = _jet_record(np.array([soft, hard], dtype=np.float64))
+    assert (jpt, e, n) == (pytest.approx(np.hypot(3, 16)), 18.0, 2)
+    assert jeta == pytest.approx(np.arcsinh(5 / np.hypot(3, 16))) and jphi == pytest.approx(np.arctan2(16, 3))
+    np.testing.assert_array_equal(cols["part_px"], [0.0, 3.0])  # the hard one first
+    np.testing.assert_allclose(cols["part_deta"], [np.arcsinh(5 / 12) - jeta, -jeta])
+    np.testing.assert_allclose(cols["part_dphi"], [np.pi / 2 - jphi, np.arctan2(4, 3) - jphi])
+    assert list(cols)[:6] == list(PARTICLE_BRANCHES[:6])
+    assert cols["part_isChargedHadron"].tolist() == [True, False] and cols["part_isPhoton"].tolist() == [False, True]
 
 
 def test_boson_jets():

@@ -9,8 +9,14 @@ import pytest
 pytest.importorskip("fastjet")
 
 from omnijet_weaver.physics.observables import (  # noqa: E402
-    constituent_observables, exclusive_kt_axes, jagged, jet_kinematics, jet_observables, masked_observables,
-    nsubjettiness)
+    constituent_observables,
+    exclusive_kt_axes,
+    jagged,
+    jet_observables,
+    kinematic_observables,
+    masked_observables,
+    nsubjettiness,
+)
 
 
 def jets(*constituents):
@@ -21,7 +27,7 @@ def jets(*constituents):
 
 def test_two_particle_mass_and_kinematics():
     pt, eta, phi = jets([(100.0, 0.1, -0.2), (50.0, -0.3, 0.25)])
-    obs = jet_kinematics(pt, eta, phi)
+    obs = kinematic_observables(pt, eta, phi)
     m2 = 2 * 100 * 50 * (np.cosh(0.1 + 0.3) - np.cos(-0.2 - 0.25))  # massless: m^2 = 2 pT1 pT2 (cosh deta - cos dphi)
     assert obs["mass"][0] == pytest.approx(np.sqrt(m2), rel=1e-12)
     px = 100 * np.cos(-0.2) + 50 * np.cos(0.25)
@@ -128,4 +134,4 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="same shape"):
         jagged(np.zeros((2, 3)), np.zeros((2, 4), dtype=bool))
     with pytest.raises(ValueError, match="same number of constituents"):
-        jet_kinematics(ak.Array([[1.0, 2.0]]), ak.Array([[0.0]]), ak.Array([[0.0, 0.0]]))
+        kinematic_observables(ak.Array([[1.0, 2.0]]), ak.Array([[0.0]]), ak.Array([[0.0, 0.0]]))

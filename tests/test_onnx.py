@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_CONFIG, run_weaver, shared_file
+from test_tagger import CLS_CONFIG, CONFIGS, INPUTS, load_data_config, make_checkpoints, mode_options
 
 from omnijet_weaver.weaver.dataset import jet_loader
 from omnijet_weaver.weaver.networks import tagger_model
-
-from conftest import DATA_CONFIG, run_weaver, shared_file
-from test_tagger import CLS_CONFIG, CONFIGS, INPUTS, load_data_config, make_checkpoints, mode_options
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -6,12 +6,11 @@ import awkward as ak
 import numpy as np
 import torch
 import uproot
+from test_weaver_gpt import command
 
 from omnijet_weaver.models.generative import OmniJetGPT, load_generative
 from omnijet_weaver.models.packaged import DATA_DIR, PACKAGED, packaged_path
 from omnijet_weaver.models.tokenizer import VQVAE, load_tokenizer
-
-from test_weaver_gpt import command
 
 
 def test_packaged_files_are_small_and_load():

@@ -2,12 +2,13 @@
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnijet_weaver.models.quantizer import VectorQuant, kmeans, nearest_code, usage_stats
+from omnijet_weaver.models.quantizer import VectorQuant, codebook_usage, kmeans, nearest_code, usage_stats
 
 CENTRES = torch.tensor(
     [[0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0],
@@ -285,6 +286,28 @@ def test_lookup_and_usage_stats():
     mask = torch.tensor([[True, False, False, False], [False, False, False, False]])
     frac, ppl = vq.usage_stats(idx, mask)
     assert frac.item() == pytest.approx(1 / 8) and ppl.item() == pytest.approx(1.0)
+
+
+def test_codebook_usage_by_hand_and_for_every_input_type():
+    # k codes used equally often out of K: usage k / K, perplexity exactly k
+    counts = [0, 3, 3, 0, 3, 3, 0, 0]
+    assert codebook_usage(counts) == (0.5, pytest.approx(4.0, rel=1e-15))
+    # frequencies (1/2, 1/4, 1/4): entropy 1.5 ln 2, perplexity 2^1.5
+    usage, ppl = codebook_usage(np.array([2, 1, 1, 0]))
+    assert usage == 0.75 and ppl == pytest.approx(2**1.5, rel=1e-15)
+    assert isinstance(usage, float) and isinstance(ppl, float)
+    # torch: 0-dim tensors in the counts' float dtype (float32 for integer counts), same numbers
+    for t, dtype in ((torch.tensor([2, 1, 1, 0]), torch.float32), (torch.tensor([2.0, 1, 1, 0], dtype=torch.float64),
+                                                                      torch.float64)):
+        u, p = codebook_usage(t)
+        assert u.dtype == p.dtype == dtype and u.ndim == p.ndim == 0
+        assert u.item() == 0.75 and p.item() == pytest.approx(2**1.5, rel=1e-6)
+    assert codebook_usage(np.zeros(5)) == (0.0, 0.0)  # nothing chosen
+    rng = np.random.default_rng(0)
+    c = rng.integers(0, 40, 512)
+    p = c[c > 0] / c.sum()
+    assert codebook_usage(c)[1] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-13)
+    assert codebook_usage(torch.from_numpy(c).double())[1].item() == codebook_usage(c)[1]
 
 
 def test_state_dict_round_trip(tmp_path):

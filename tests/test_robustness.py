@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 import uproot
+from conftest import DATA_CONFIG, toy_jets
 
+from omnijet_weaver.io.files import atomic_output, write_parquet, write_root
 from omnijet_weaver.models.checkpoint import save_model
 from omnijet_weaver.models.generative import OmniJetGPT
-from omnijet_weaver.io.files import atomic_output, write_parquet, write_root
 from omnijet_weaver.models.tokenizer import VQVAE
-
-from conftest import DATA_CONFIG, toy_jets
 
 
 def cli(name, *args):
@@ -24,11 +23,12 @@ def cli(name, *args):
 
 
 def assert_fails(proc, *phrases):
-    assert proc.returncode != 0, proc.stdout
-    last = proc.stderr.strip().splitlines()[-1]
-    assert "error:" in last and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    """Exit 2 and exactly one stderr line, ``omnijet-weaver-<command>: error: ...``, holding every phrase."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("omnijet-weaver-") and ": error: " in lines[0], proc.stderr[-2000:]
     for phrase in phrases:
-        assert phrase in last, last
+        assert phrase in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_rntuple_file(files):
         f["tree"] = {"jet_pt": np.ones(3)}  # uproot writes an RNTuple here
     assert_fails(tokenize(d, path), "rntuple.root", "holds no TTree", "omnijet-weaver-convert")
     converted = d / "converted.root"
-    assert cli("convert", path, converted).returncode == 0
+    assert cli("convert", path, "--output", converted).returncode == 0
     assert type(uproot.open(converted)["tree"]).__name__.startswith("Model_TTree")
 
 

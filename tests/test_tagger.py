@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 import uproot
+from conftest import DATA_CONFIG, NETWORK_CONFIGS, ROOT, run_weaver, shared_file
+from test_weaver_history import check_history
 
-from omnijet_weaver.models.checkpoint import save_model
 from omnijet_weaver.constants import JETCLASS_LABELS
-from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.models.checkpoint import save_model
 from omnijet_weaver.models.generative import OmniJetGPT
 from omnijet_weaver.models.tokenizer import VQVAE
-
-from conftest import DATA_CONFIG, NETWORK_CONFIGS, ROOT, run_weaver, shared_file
+from omnijet_weaver.weaver.dataset import jet_loader
 
 CLS_CONFIG = NETWORK_CONFIGS / "omnijet_cls.py"
 CONFIGS = ROOT / "data_configs"
@@ -89,11 +89,24 @@ def assert_identical(a: dict, b: dict, what: str):
 
 
 def check_classification_log(log: str):
-    """weaver ran its classification loop with our loss, and did not fall back to a default for the network."""
+    """weaver ran its classification loop with our loss through our pass-through hooks, and did not fall back to
+    a default for the network."""
     assert "Train AvgLoss" in log
-    assert "Running in classification mode" in log
+    assert "Using custom train/evaluate functions" in log and "Running in classification mode" not in log
+    assert "omnijet_cls: weaver's own train/evaluate functions, passed through" in log
     assert "Using loss function CrossEntropyLoss()" in log
     assert "Loss function not defined" not in log and "Error in flops" not in log
+
+
+def training_args(mode, tok, gpt, toy_root_files, prefix, network_config=CLS_CONFIG) -> list:
+    """The tiny weaver tagger training of the tests (seeded): weaver's default optimizer (ranger = RAdam +
+    Lookahead, which also moves parameters without gradient); 6 steps per epoch so that Lookahead steps too."""
+    train, val = toy_root_files
+    return ["--data-train", train, "--data-val", val, "--data-config", DATA_CONFIG,
+            "--network-config", network_config, *mode_options(mode, tok, gpt), "-o", "seed", "3",
+            "--model-prefix", prefix, "--gpus", "", "--num-workers", "0", "--batch-size", "32", "--num-epochs", "2",
+            "--steps-per-epoch", "6", "--steps-per-epoch-val", "1", "--in-memory", "--fetch-step", "1",
+            "--lr-scheduler", "none", "--start-lr", "1e-2"]
 
 
 @pytest.fixture(scope="module")
@@ -105,22 +118,12 @@ def checkpoints(toy_root_files, tmp_path_factory):
 def weaver_runs(toy_root_files, checkpoints, tmp_path_factory):
     """Train the tagger with weaver in a mode (once per mode): returns (model prefix, log)."""
     tok, gpt = checkpoints
-    train, val = toy_root_files
     done = {}
 
     def run(mode):
         if mode not in done:
             out = tmp_path_factory.mktemp(mode)
-            # weaver's default optimizer (ranger = RAdam + Lookahead, which also moves parameters without
-            # gradient); 6 steps per epoch so that Lookahead steps too
-            proc = run_weaver(
-                ["--data-train", train, "--data-val", val, "--data-config", DATA_CONFIG,
-                 "--network-config", CLS_CONFIG, *mode_options(mode, tok, gpt), "--model-prefix", out / "cls",
-                 "--gpus", "", "--num-workers", "0", "--batch-size", "32", "--num-epochs", "2",
-                 "--steps-per-epoch", "6", "--steps-per-epoch-val", "1", "--in-memory", "--fetch-step", "1",
-                 "--lr-scheduler", "none", "--start-lr", "1e-2"],
-                cwd=out,
-            )
+            proc = run_weaver(training_args(mode, tok, gpt, toy_root_files, out / "cls"), cwd=out)
             done[mode] = (out / "cls", proc.stdout + proc.stderr)
         return done[mode]
 
@@ -231,7 +234,11 @@ def test_weaver_trains_the_tagger(weaver_runs, checkpoints, mode):
     tok, gpt = checkpoints
     prefix, log = weaver_runs(mode)
     check_classification_log(log)
-    assert len(re.findall(r"Train AvgLoss: [0-9.]+", log)) == 2
+    # the history: weaver's own figures (AvgLoss, AvgAcc, validation metric = accuracy) and best epoch
+    history = check_history(prefix, log, epochs=2, classification=True)
+    for r in history:
+        assert r["val"]["metric"] == r["val"]["accuracy"] and r["lr"] == 1e-2 and not r["skipped"]
+        assert set(r["train"]) == {"loss", "accuracy"} and set(r["val"]) == {"loss", "accuracy", "metric"}
     gpt_backbone = part(torch.load(gpt, weights_only=True), "backbone")
     tok_state = {k: v for k, v in torch.load(tok, weights_only=True).items() if isinstance(v, torch.Tensor)}
     epochs = [torch.load(f"{prefix}_epoch-{i}_state.pt", weights_only=True) for i in (0, 1)]
@@ -259,6 +266,74 @@ def test_weaver_trains_the_tagger(weaver_runs, checkpoints, mode):
         assert unexpected and all(k.startswith("head.") for k in unexpected)
 
 
+#: A network config with the tagger but without train / evaluate hooks: weaver uses its own loops.
+PLAIN_CONFIG = '''
+from omnijet_weaver.weaver.networks import tagger_model
+
+
+def get_model(data_config, **kwargs):
+    return tagger_model(data_config, **kwargs)
+
+
+def get_loss(data_config, **kwargs):
+    import torch
+
+    return torch.nn.CrossEntropyLoss()
+'''
+
+
+def test_pass_through_trains_exactly_as_weavers_own_loops(weaver_runs, checkpoints, toy_root_files, tmp_path):
+    """The same seeded training with weaver's own loops (a network config without hooks): the same weights after
+    every epoch, the same printed figures, the same best epoch as through our pass-through hooks."""
+    tok, gpt = checkpoints
+    prefix, log = weaver_runs("finetune")
+    config = tmp_path / "plain_cls.py"
+    config.write_text(PLAIN_CONFIG)
+    proc = run_weaver(training_args("finetune", tok, gpt, toy_root_files, tmp_path / "cls", config), cwd=tmp_path)
+    plain = proc.stdout + proc.stderr
+    assert "Running in classification mode" in plain and "Using custom train/evaluate functions" not in plain
+    assert not (tmp_path / "cls_history.jsonl").exists()
+    for name in ("epoch-0_state", "epoch-1_state", "best_epoch_state", "epoch-1_optimizer"):
+        ours = torch.load(f"{prefix}_{name}.pt", weights_only=True)
+        theirs = torch.load(tmp_path / f"cls_{name}.pt", weights_only=True)
+        if "optimizer" in name:
+            ours, theirs = ours["state"], theirs["state"]
+            ours = {f"{i}.{k}": v for i, s in ours.items() for k, v in s.items() if isinstance(v, torch.Tensor)}
+            theirs = {f"{i}.{k}": v for i, s in theirs.items() for k, v in s.items() if isinstance(v, torch.Tensor)}
+        assert_identical({k: v for k, v in ours.items() if isinstance(v, torch.Tensor)},
+                         {k: v for k, v in theirs.items() if isinstance(v, torch.Tensor)}, name)
+    for pattern in (r"Train AvgLoss: \S+, AvgAcc: \S+", r"Eval AvgLoss: \S+, AvgAcc: \S+",
+                    r"Current validation metric: \S+ \(best: \S+\)"):
+        assert re.findall(pattern, log) == re.findall(pattern, plain) and len(re.findall(pattern, log)) == 2
+    # and our history holds what weaver's own loops printed
+    check_history(prefix, plain, epochs=2, classification=True)
+
+
+def test_a_bug_in_the_hooks_is_not_swallowed_by_weaver(checkpoints, monkeypatch):
+    """weaver-core 0.5.3 takes an AttributeError from get_train_fn / get_evaluate_fn for "not defined" and trains
+    with its own loops: our hooks re-raise one as a RuntimeError, which stops weaver's model_setup."""
+    import weaver.train as wt
+
+    from omnijet_weaver.weaver import loops
+
+    _, gpt = checkpoints
+    args = wt.parser.parse_args(["--data-config", str(DATA_CONFIG), "--network-config", str(CLS_CONFIG),
+                                 "-o", "pretrained", repr(str(gpt)), "--gpus", ""])
+    dc = load_data_config(DATA_CONFIG)
+    _, _, _, train, evaluate = wt.model_setup(args, dc)  # weaver's own code path
+    assert isinstance(train.__self__, loops.TaggerLoops) and train.__func__ is loops.TaggerLoops.train
+    assert isinstance(evaluate.__self__, loops.TaggerLoops) and train.__self__.patience == 0
+
+    def broken(self, patience=0):
+        raise AttributeError("'NoneType' object has no attribute 'patience'")
+
+    monkeypatch.setattr(loops.TaggerLoops, "__init__", broken)
+    with pytest.raises(RuntimeError, match=r"tagger_train_fn failed: AttributeError: 'NoneType' object has no "
+                                           r"attribute 'patience' \(re-raised") as exc:
+        wt.model_setup(args, dc)
+    assert not isinstance(exc.value, AttributeError)
+
+
 def test_weaver_predict_writes_scores_as_for_part(weaver_runs, checkpoints, toy_root_files, tmp_path):
     tok, gpt = checkpoints
     prefix, _ = weaver_runs("finetune")
@@ -269,7 +344,8 @@ def test_weaver_predict_writes_scores_as_for_part(weaver_runs, checkpoints, toy_
          "--num-workers", "0", "--batch-size", "64", "--predict-output", out],
         cwd=tmp_path,
     )
-    assert "Running in classification mode" in proc.stdout + proc.stderr
+    assert "Using custom train/evaluate functions" in proc.stdout + proc.stderr  # weaver's own --predict, passed through
+    assert not list(tmp_path.glob("*_history.jsonl")) and not list(prefix.parent.glob("*best_epoch_state.pt_history*"))
     tree = uproot.open(out)["Events"]
     a = tree.arrays(library="np")
     assert {"score_label_QCD", "score_label_Tbqq", "label_QCD", "label_Tbqq", "jet_pt", "jet_nparticles"} <= set(a)

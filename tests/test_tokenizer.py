@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from omnijet_weaver.models.checkpoint import CheckpointError, load_model, save_model
 from omnijet_weaver.constants import MAX_PARTICLES
+from omnijet_weaver.models.checkpoint import CheckpointError, load_model, save_model
 from omnijet_weaver.models.features import FeatureTransform
 from omnijet_weaver.models.tokenizer import VQVAE, BinnedTokenizer, grid_size_for, load_tokenizer
 
@@ -131,3 +131,22 @@ def test_checkpoint_errors(tmp_path):
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not an omnijet-weaver checkpoint"):
         load_tokenizer(tmp_path / "foreign.pt")
+
+
+def test_epoch_summary_usage_and_mass_resolution():
+    """The logged epoch figures: codebook usage and perplexity of the summed code histogram
+    (:func:`~omnijet_weaver.models.quantizer.codebook_usage`), and the resolution sqrt(<dm^2> - <dm>^2)."""
+    from omnijet_weaver.weaver.loops import EpochStats
+
+    tok = VQVAE(codebook_size=8, hidden_dim=16, num_blocks=1, num_heads=2).eval()
+    stats = EpochStats()
+    for counts, dm in (([4, 0, 0, 4, 0, 0, 0, 0], (2.0, 4.0)), ([0, 0, 0, 0, 4, 0, 0, 4], (-2.0, -1.0))):
+        stats.add({"loss": (1.0, 1), "recon_loss": (0.5, 1), "vq_loss": (0.5, 1), "replaced_per_step": (0.0, 1),
+                   "mass_diff": (sum(dm), 2), "mass_diff_sq": (sum(x * x for x in dm), 2),
+                   "code_counts": torch.tensor(counts)})
+    s = tok.epoch_summary(stats)
+    assert s["code_usage"] == 0.5 and s["perplexity"] == pytest.approx(4.0, rel=1e-15)  # 4 codes, equally used
+    dm = [2.0, 4.0, -2.0, -1.0]
+    assert s["mass_bias_GeV"] == pytest.approx(0.75)
+    assert s["mass_resolution_GeV"] == pytest.approx(float(torch.tensor(dm, dtype=torch.float64).std(unbiased=False)),
+                                                     rel=1e-12)

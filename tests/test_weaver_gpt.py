@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 import uproot
+from conftest import DATA_CONFIG, NETWORK_CONFIGS, ROOT, run_weaver
+from test_weaver_history import check_history
 
-from omnijet_weaver.models.checkpoint import save_model
 from omnijet_weaver.constants import JETCLASS_LABELS, MAX_PARTICLES
-from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.models.checkpoint import save_model
 from omnijet_weaver.models.generative import OmniJetGPT, load_generative
 from omnijet_weaver.models.tokenizer import VQVAE
-
-from conftest import DATA_CONFIG, NETWORK_CONFIGS, ROOT, run_weaver
-from test_weaver_vqvae import epoch_figures
+from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.weaver.history import read_history
 
 TOKENS_CONFIG = ROOT / "data_configs" / "tokens.yaml"
 GPT_OPTIONS = ["-o", "embed_dim", "32", "-o", "num_blocks", "2", "-o", "num_heads", "4", "-o", "ff_dim", "64"]
@@ -51,23 +51,31 @@ def pretrained(toy_root_files, tokenizer_file, tmp_path_factory):
         ["--data-train", train, "--data-val", val, "--data-config", DATA_CONFIG,
          "--network-config", NETWORK_CONFIGS / "omnijet_gpt.py", "-o", "tokenizer", repr(str(tokenizer_file)),
          *GPT_OPTIONS, "--model-prefix", out / "gpt", "--gpus", "", "--num-workers", "0", "--batch-size", "64",
-         "--num-epochs", "3", "--steps-per-epoch", "6", "--in-memory", "--fetch-step", "1",
+         "--num-epochs", "3", "--steps-per-epoch", "6", "--steps-per-epoch-val", "2", "--in-memory", "--fetch-step", "1",
          "--optimizer", "adam", "--start-lr", "3e-3", "--lr-scheduler", "none"],
         cwd=out,
     )
     return out, proc.stdout + proc.stderr
 
 
-def test_weaver_pretrains_and_loss_falls(pretrained):
-    _, log = pretrained
+def test_weaver_pretrains_and_loss_falls(pretrained, toy_root_files):
+    out, log = pretrained
     assert "Using custom train/evaluate functions" in log
-    train_rows, val_rows = epoch_figures(log, "Train"), epoch_figures(log, "Validation")
-    assert len(train_rows) == len(val_rows) == 3
-    for row in val_rows:
-        assert row["perplexity"] == pytest.approx(np.exp(row["loss"]), rel=1e-3)
-        assert 0 <= row["accuracy"] <= 1
-    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
-    assert val_rows[-1]["loss"] < val_rows[0]["loss"]
+    history = check_history(out / "gpt", log, epochs=3, classification=False)
+    for r in history:
+        assert set(r["train"]) == {"loss", "perplexity", "accuracy"} and r["lr"] == 3e-3
+        assert r["val"]["perplexity"] == np.exp(r["val"]["loss"]) and r["val"]["metric"] == np.exp(-r["val"]["loss"])
+    assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+    assert history[-1]["val"]["loss"] < history[0]["val"]["loss"]
+    # the validation figures are what the epoch's checkpoint computes on the validation jets: weaver's validation
+    # (--steps-per-epoch-val 2 batches of 64) reads each of the 128 jets once; loss and accuracy are per token
+    X, _, _ = next(iter(jet_loader(DATA_CONFIG, [toy_root_files[1]], batch_size=128)))
+    for r in history:
+        model = load_generative(out / f"gpt_epoch-{r['epoch']}_state.pt").eval()
+        with torch.no_grad():
+            stats = model(*[X[k] for k in ("pf_points", "pf_features", "pf_vectors", "pf_mask")])["stats"]
+        assert r["val"]["loss"] == pytest.approx(float(stats["loss_sum"]) / float(stats["count"]), rel=1e-5)
+        assert r["val"]["accuracy"] == pytest.approx(float(stats["correct"]) / float(stats["count"]), abs=1e-12)
 
 
 def test_checkpoint_is_self_contained_and_tokenizer_frozen(pretrained, tokenizer_file):
@@ -129,14 +137,14 @@ def test_tokenize_then_pretrain_from_token_files(pretrained, toy_root_files, tok
     tok = [model(X["tokens"], X["token_mask"])["loss"] for X, _, _ in jet_loader(TOKENS_CONFIG, [tokens], batch_size=128)]
     assert len(kin) == len(tok) == 1 and torch.allclose(kin[0], tok[0], rtol=1e-5)
     # and weaver trains from token files
-    proc = run_weaver(
+    run_weaver(
         ["--data-train", tokens, "--data-val", tokens, "--data-config", TOKENS_CONFIG,
          "--network-config", NETWORK_CONFIGS / "omnijet_gpt.py", "-o", "tokenizer", repr(str(tokenizer_file)),
          *GPT_OPTIONS, "--model-prefix", tmp_path / "gpt_tok", "--gpus", "", "--num-workers", "0",
          "--batch-size", "32", "--num-epochs", "1", "--steps-per-epoch", "3", "--in-memory", "--fetch-step", "1"],
         cwd=tmp_path,
     )
-    assert len(epoch_figures(proc.stdout + proc.stderr, "Validation")) == 1
+    assert [r["epoch"] for r in read_history(tmp_path / "gpt_tok")] == [0]
     assert isinstance(load_generative(tmp_path / "gpt_tok_best_epoch_state.pt"), OmniJetGPT)
 
 

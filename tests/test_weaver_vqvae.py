@@ -1,59 +1,86 @@
 """The real ``weaver`` command line trains the VQ-VAE tokenizer, and its checkpoint works on its own."""
 
+import json
+import math
 import re
+import shutil
 
 import awkward as ak
 import numpy as np
 import pytest
 import torch
-
-from omnijet_weaver.weaver.dataset import jet_loader
-from omnijet_weaver.models.tokenizer import VQVAE, load_tokenizer
-
 from conftest import DATA_CONFIG, NETWORK_CONFIGS, run_weaver
+from test_weaver_history import check_history
+
+from omnijet_weaver.models.tokenizer import VQVAE, load_tokenizer
+from omnijet_weaver.weaver.dataset import jet_loader
+from omnijet_weaver.weaver.history import read_history
 
 TINY_OPTIONS = ["-o", "codebook_size", "32", "-o", "hidden_dim", "32", "-o", "num_blocks", "1", "-o", "num_heads", "4"]
+#: Figures of the VQ-VAE's epoch summary (history and log).
+FIGURES = {"loss", "recon_loss", "vq_loss", "code_usage", "perplexity", "mass_bias_GeV", "mass_resolution_GeV",
+           "replaced_per_step"}
 
 
-def epoch_figures(log: str, kind: str) -> list[dict]:
-    """Parse our per-epoch summary lines ('Train epoch 0: loss: 1.2, ...') from weaver's log."""
-    rows = []
-    for line in re.findall(rf"{kind} epoch \d+: (.*)", log):
-        rows.append({k: float(v) for k, v in re.findall(r"(\w+): ([-+0-9.eE]+|nan|inf)", line)})
-    return rows
+def training_args(toy_root_files, prefix, epochs=4):
+    train, val = toy_root_files
+    return ["--data-train", train, "--data-val", val, "--data-config", DATA_CONFIG,
+            "--network-config", NETWORK_CONFIGS / "omnijet_vqvae.py", *TINY_OPTIONS,
+            "--model-prefix", prefix, "--gpus", "", "--num-workers", "0", "--batch-size", "64",
+            "--num-epochs", str(epochs), "--steps-per-epoch", "6", "--in-memory", "--fetch-step", "1",
+            "--optimizer", "adamw", "--start-lr", "3e-3", "--lr-scheduler", "none"]
+
+
+def printed_figures(log: str, kind: str) -> list[str]:
+    """Our loops' per-epoch summary lines for humans ('Validation epoch 0: loss: 1.2, ...'), as printed."""
+    return re.findall(rf"{kind} epoch \d+: (.*)", log)
 
 
 @pytest.fixture(scope="module")
 def trained(toy_root_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("vqvae")
-    train, val = toy_root_files
-    proc = run_weaver(
-        ["--data-train", train, "--data-val", val, "--data-config", DATA_CONFIG,
-         "--network-config", NETWORK_CONFIGS / "omnijet_vqvae.py", *TINY_OPTIONS,
-         "--model-prefix", out / "vqvae", "--gpus", "", "--num-workers", "0", "--batch-size", "64",
-         "--num-epochs", "4", "--steps-per-epoch", "6", "--in-memory", "--fetch-step", "1",
-         "--optimizer", "adamw", "--start-lr", "3e-3", "--lr-scheduler", "none"],
-        cwd=out,
-    )
+    proc = run_weaver(training_args(toy_root_files, out / "vqvae"), cwd=out)
     return out, proc.stdout + proc.stderr
 
 
 def test_weaver_trains_with_our_hooks_and_loss_falls(trained):
-    _, log = trained
+    out, log = trained
     assert "Using custom train/evaluate functions" in log  # weaver silently falls back otherwise
-    train_rows, val_rows = epoch_figures(log, "Train"), epoch_figures(log, "Validation")
-    assert len(train_rows) == len(val_rows) == 4
-    for row in train_rows + val_rows:
-        assert {"loss", "recon_loss", "vq_loss", "code_usage", "perplexity", "mass_resolution_GeV"} <= row.keys()
-        assert 0 < row["code_usage"] <= 1 and 1 <= row["perplexity"] <= 32
-    assert train_rows[-1]["recon_loss"] < train_rows[0]["recon_loss"]
-    assert val_rows[-1]["recon_loss"] < val_rows[0]["recon_loss"]
-    # weaver's best epoch is the one with the lowest validation loss
-    best = int(np.argmin([r["loss"] for r in val_rows]))
-    metrics = [float(m) for m in re.findall(r"Current validation metric: ([-0-9.eE]+)", log)]
-    assert int(np.argmax(metrics)) == best
-    # weaver logs the metric with 5 decimals, our losses with 5 significant digits
-    assert np.allclose(metrics, np.exp(-np.array([r["loss"] for r in val_rows])), rtol=1e-4, atol=1e-5)
+    history = check_history(out / "vqvae", log, epochs=4, classification=False)
+    for r in history:
+        assert set(r["train"]) == FIGURES and set(r["val"]) == FIGURES | {"metric"}
+        assert r["lr"] == 3e-3 and not r["skipped"]
+        for figures in (r["train"], r["val"]):
+            assert 0 < figures["code_usage"] <= 1 and 1 <= figures["perplexity"] <= 32
+        # weaver's metric is exp(-validation loss): its best epoch is the lowest validation loss
+        assert r["val"]["metric"] == math.exp(-r["val"]["loss"])
+    assert history[-1]["train"]["recon_loss"] < history[0]["train"]["recon_loss"]
+    assert history[-1]["val"]["recon_loss"] < history[0]["val"]["recon_loss"]
+    val_losses = [r["val"]["loss"] for r in history]
+    assert history[-1]["best_epoch"] == val_losses.index(min(val_losses))
+    # the log lines for humans show the same figures (5 significant digits)
+    for kind, part in (("Train", "train"), ("Validation", "val")):
+        assert printed_figures(log, kind) == [", ".join(f"{k}: {v:.5g}" for k, v in r[part].items() if k != "metric")
+                                              for r in history]
+
+
+def test_resumed_training_appends_to_the_history(trained, toy_root_files, tmp_path):
+    """--load-epoch 1 in a copy of the run: epochs 0 and 1 stay as they were, epochs 2 and 3 are the new run's;
+    weaver counts the best epoch afresh (its best metric starts from 0 again) and keeps epoch 2's checkpoint."""
+    out, _ = trained
+    first = [json.loads(line) for line in (out / "vqvae_history.jsonl").read_text().splitlines()]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    proc = run_weaver([*training_args(toy_root_files, copy / "vqvae"), "--load-epoch", "1"], cwd=copy)
+    log = proc.stdout + proc.stderr
+    assert "Resume training from epoch 1" in log
+    history = read_history(copy / "vqvae")
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3] and history[:2] == first[:2]
+    assert history[2]["best_epoch"] == 2
+    assert re.findall(r"Current validation metric: (\S+)", log) == ["%.5f" % r["val"]["metric"] for r in history[2:]]
+    kept = torch.load(copy / "vqvae_best_epoch_state.pt", weights_only=True)
+    best = torch.load(copy / f"vqvae_epoch-{history[-1]['best_epoch']}_state.pt", weights_only=True)
+    assert all(torch.equal(kept[k], best[k]) for k in kept if isinstance(kept[k], torch.Tensor))
 
 
 def test_checkpoint_reloads_without_options_and_encodes_a_file(trained, toy_root_files):

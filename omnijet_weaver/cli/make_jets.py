@@ -14,66 +14,61 @@ Needs ``pip install 'omnijet-weaver[pythia]'``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from . import command, command_parser
+from . import options as opt
+
+PROG = "omnijet-weaver-make-jets"
+
+
+def process_name(text: str) -> str:
+    """One ``--process`` value: a process name or ``all`` (any case)."""
+    from ..io.pythia import PROCESS_NAMES
+
+    if text.lower() not in (*PROCESS_NAMES, "all"):
+        raise argparse.ArgumentTypeError(f"unknown process {text!r}: choose from {', '.join(PROCESS_NAMES)} or all "
+                                         f"(several: space-separated)")
+    return text.lower()
 
 
 def parse_args(argv=None):
     from ..io.pythia import ETA_MAX, PROCESS_NAMES, PT_MAX, PT_MIN
 
-    p = argparse.ArgumentParser(prog="omnijet-weaver-make-jets", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("--process", nargs="+", default=["top", "qcd"], metavar="NAME",
-                   help=f"jet types: {', '.join(PROCESS_NAMES)} or all; several allowed (default: top qcd)")
-    p.add_argument("--num-jets", type=int, required=True, help="jets per process")
-    p.add_argument("--output", required=True, help="output file, .root (TTree 'tree') or .parquet")
-    p.add_argument("--seed", type=int, default=0,
-                   help="base seed (default 0): worker w of the k-th process (in qcd, top, wqq, zqq, hbb) runs Pythia "
-                        "with seed 1 + seed + w + 100000 k; same seed and --workers, same file")
-    p.add_argument("--workers", type=int, default=None,
-                   help=f"worker processes, one Pythia each (default: all cores, {os.cpu_count()})")
-    p.add_argument("--pt-min", type=float, default=PT_MIN, help=f"lowest jet pT in GeV (default {PT_MIN:g})")
-    p.add_argument("--pt-max", type=float, default=PT_MAX, help=f"highest jet pT in GeV (default {PT_MAX:g})")
-    p.add_argument("--eta-max", type=float, default=ETA_MAX, help=f"largest |jet eta| (default {ETA_MAX:g})")
+    p = command_parser(PROG, __doc__)
+    p.add_argument("--process", nargs="+", default=["top", "qcd"], type=process_name, metavar="NAME",
+                   help=f"jet types, space-separated: {', '.join(PROCESS_NAMES)} or all (default: top qcd)")
+    opt.add_num_jets_option(p, None, "jets per process")
+    opt.add_output_options(p)
+    opt.add_seed_option(p, 0, "worker w of the k-th process (in qcd, top, wqq, zqq, hbb) runs Pythia with seed "
+                          "1 + seed + w + 100000 k; same seed and --workers, same file")
+    opt.add_workers_option(p, "one Pythia each")
+    p.add_argument("--pt-min", type=opt.nonnegative_float, default=PT_MIN,
+                   help=f"lowest jet pT in GeV (default {PT_MIN:g})")
+    p.add_argument("--pt-max", type=opt.positive_float, default=PT_MAX,
+                   help=f"highest jet pT in GeV (default {PT_MAX:g})")
+    p.add_argument("--eta-max", type=opt.positive_float, default=ETA_MAX,
+                   help=f"largest |jet eta| (default {ETA_MAX:g})")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="'KEY = VALUE'",
                    help="extra Pythia setting, applied last (repeatable), e.g. --set 'Tune:pp = 14'")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    opt.add_progress_option(p)
     return p.parse_args(argv)
 
 
+@command(PROG)
 def main(argv=None):
-    from ..io.files import check_output_path, write_jets
-    from ..io.pythia import PythiaSettingError, make_jets, parse_processes, require_pythia
-    from . import fail
-
     args = parse_args(argv)
-    try:
-        processes = parse_processes(args.process)
-    except ValueError as err:
-        fail(str(err))
-    if args.num_jets < 1:
-        fail(f"--num-jets must be at least 1, got {args.num_jets}")
-    if args.workers is not None and args.workers < 1:
-        fail(f"--workers must be at least 1, got {args.workers}")
-    try:
-        output = check_output_path(args.output, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        fail(str(err))
-    try:
-        require_pythia()
-    except ImportError as err:
-        fail(str(err))
-    try:
-        arrays = make_jets(processes, args.num_jets, seed=args.seed, workers=args.workers, pt_min=args.pt_min,
-                           pt_max=args.pt_max, eta_max=args.eta_max, extra_settings=args.settings,
-                           progress=not args.no_progress)
-        write_jets(output, arrays)
-    except (PythiaSettingError, RuntimeError, ValueError, OSError) as err:
-        fail(str(err))
-    except KeyboardInterrupt:
-        fail("interrupted; no file written", code=130)
+
+    from ..io.files import check_output_path, write_jets
+    from ..io.pythia import make_jets, parse_processes, require_pythia
+
+    processes = parse_processes(args.process)
+    output = check_output_path(args.output, args.overwrite)
+    require_pythia()
+    arrays = make_jets(processes, args.num_jets, seed=args.seed, workers=args.workers, pt_min=args.pt_min,
+                       pt_max=args.pt_max, eta_max=args.eta_max, extra_settings=args.settings,
+                       progress=args.progress)
+    write_jets(output, arrays)
     print(f"wrote {len(arrays['jet_pt'])} jets ({args.num_jets} each of {', '.join(processes)}) to {output}",
           file=sys.stderr)
 

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from ..models.features import from_features, particles_to_vectors
+from ..kinematics import massless_p4
+from ..models.features import from_features
 from ..models.layers import NormFormerBlock, mlp
 
 MODELS = ("deepsets", "transformer", "part")
@@ -82,8 +84,9 @@ class ParticleTransformerClassifier(nn.Module):
     """A small weaver :class:`~weaver.nn.model.ParticleTransformer.ParticleTransformer` on tokenizer features.
 
     ParT gets the features (B, F, N), the massless four-vectors (B, 4, N) = (px, py, pz, E) [GeV] rebuilt
-    from the first three features (:func:`~omnijet_weaver.models.features.from_features`, jet axis at
-    eta = phi = 0) for its pair embedding, and the mask (B, 1, N) as float.
+    from the first three features (:func:`~omnijet_weaver.models.features.from_features` and
+    :func:`~omnijet_weaver.kinematics.massless_p4`, jet axis at eta = phi = 0) for its pair embedding, and the
+    mask (B, 1, N) as float.
 
     - Padded slots are zeroed (features and four-vectors) and the real constituents are moved to the front,
       since ParT's trimming assumes left-packed jets; ParT's own (randomising) trimmer is switched off and
@@ -139,7 +142,7 @@ class ParticleTransformerClassifier(nn.Module):
         vectors = None
         if self.use_pair_features:
             pt, eta, phi = from_features(x[..., :3])
-            vectors = torch.stack(particles_to_vectors(pt, eta, phi), dim=1)  # (B, 4, N)
+            vectors = torch.stack(massless_p4(pt, eta, phi), dim=1)  # (B, 4, N)
             vectors = vectors.masked_fill(~mask.unsqueeze(1) | empty[:, None, None], 0.0)
         return self.part(x.transpose(1, 2), v=vectors, mask=mask.unsqueeze(1).to(x.dtype))
 
@@ -212,31 +215,23 @@ def build_model(model: str, num_features: int, num_classes: int, width: int = 10
 # --- metrics ---------------------------------------------------------------------------------------------
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``values`` (n,), tied values sharing the mean of their ranks."""
-    order = np.argsort(values, kind="mergesort")
-    v = values[order]
-    starts_group = np.r_[True, v[1:] != v[:-1]]
-    starts = np.flatnonzero(starts_group)  # 0-based first position of each tie group
-    ends = np.r_[starts[1:], len(v)]  # exclusive end
-    group_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(len(v))
-    ranks[order] = group_rank[np.cumsum(starts_group) - 1]
-    return ranks
-
-
 def _binary_auc(is_positive: np.ndarray, score: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counting 1/2 (Mann-Whitney U)."""
+    """ROC AUC (scikit-learn) of ``score`` for the positives ``is_positive`` (bool): P(score of a random
+    positive > score of a random negative), ties counting 1/2. NaN without positives or without negatives.
+
+    The exact AUC is a multiple of 1 / (2 n_pos n_neg); scikit-learn's trapezoid sum is rounded to the nearest
+    one, which removes its float rounding (1e-16) and so gives the correctly rounded value (the one of the rank
+    formula), independent of summation order: a printed AUC never flips in its last digit."""
     n_pos = int(is_positive.sum())
     n_neg = len(is_positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = _average_ranks(score)
-    return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    pairs = 2.0 * n_pos * n_neg
+    return float(np.round(roc_auc_score(is_positive, score) * pairs) / pairs)
 
 
 def roc_auc(labels, scores) -> float:
-    """Area under the ROC curve, from the rank formula (numpy only).
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``).
 
     Args:
         labels: (n,) integer class indices.

@@ -1,6 +1,6 @@
 """Reusable figures: histograms with a ratio panel, metric-vs-number-of-labels curves, ROC curves.
 
-matplotlib (and mplhep, for a CMS-like style, when installed) is imported only when a figure is made, and
+matplotlib and mplhep (histograms, CMS-like style) are imported only when a figure is made, and
 figures are drawn on matplotlib's Agg canvas directly, so nothing here touches pyplot's global state or needs
 a display. Every function writes one file per format (PNG and PDF by default), each under a temporary name
 renamed at the end, and returns the paths written.
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_output
+from ..errors import MissingDependencyError
 
 #: Formats written by default.
 FORMATS = ("png", "pdf")
@@ -30,26 +31,24 @@ INSTALL_HINT = "pip install 'omnijet-weaver[plot]'  (matplotlib, mplhep)"
 
 
 def require_matplotlib():
-    """Import and return matplotlib, or raise ImportError saying how to install it."""
+    """Import and return matplotlib (and check mplhep, which draws the histograms), or raise
+    MissingDependencyError saying how to install them."""
     try:
         import matplotlib
+        import mplhep  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"plots need matplotlib ({err}): {INSTALL_HINT}") from None
+        raise MissingDependencyError(f"plots need matplotlib and mplhep ({err}): {INSTALL_HINT}") from None
     return matplotlib
 
 
 @contextlib.contextmanager
 def style(name: str = "CMS"):
-    """A matplotlib style context: mplhep's ``name`` style when mplhep is installed, else plain matplotlib
-    with larger fonts. Only inside the block; rcParams are restored afterwards."""
+    """A matplotlib style context: mplhep's ``name`` style (plain matplotlib with larger fonts for a name mplhep
+    does not know). Only inside the block; rcParams are restored afterwards."""
     mpl = require_matplotlib()
-    rc = {"font.size": 14, "axes.grid": False, "legend.frameon": False}
-    try:
-        import mplhep
+    import mplhep
 
-        rc = getattr(mplhep.style, name)
-    except (ImportError, AttributeError):
-        pass
+    rc = getattr(mplhep.style, name, {"font.size": 14, "axes.grid": False, "legend.frameon": False})
     with mpl.rc_context(), mpl.style.context(rc):
         # mplhep's styles use big fonts for a 10 x 10 inch figure: smaller legends for our 8-inch ones
         mpl.rcParams["legend.fontsize"] = "small"
@@ -132,7 +131,6 @@ def hist_ratio(path, samples: dict, bins, reference: str | None = None, xlabel: 
             bins = np.linspace(lo, hi if hi > lo else lo + 1, int(bins) + 1)
     bins = np.asarray(bins, dtype=np.float64)
     widths = np.diff(bins)
-    centres = np.sqrt(bins[1:] * bins[:-1]) if logx and bins[0] > 0 else 0.5 * (bins[1:] + bins[:-1])
 
     names = list(data)
     colors = list(colors) if colors is not None else [COLORS[i % len(COLORS)] for i in range(len(names))]
@@ -146,14 +144,17 @@ def hist_ratio(path, samples: dict, bins, reference: str | None = None, xlabel: 
         norm = counts.sum() * widths if density and counts.sum() > 0 else np.ones_like(widths)
         hists[name] = (counts / norm, np.sqrt(counts) / norm, counts)
 
+    import mplhep
+
     with style():
         fig, axes = new_figure(2 if ratio else 1, height_ratios=[3, 1] if ratio else None,
                                figsize=(8, 8) if ratio else (8, 6))
         ax = axes[0]
-        for i, (name, (h, err, counts)) in enumerate(hists.items()):
-            color = colors[i]
-            ax.stairs(h, bins, color=color, lw=2, ls=linestyles[i], label=f"{name} ({len(data[name])})")
-            ax.errorbar(centres, h, yerr=err, fmt="none", ecolor=color, elinewidth=1, alpha=0.6)
+        for i, (name, (h, err, _)) in enumerate(hists.items()):
+            mplhep.histplot(h, bins, ax=ax, histtype="step", color=colors[i], lw=2, ls=linestyles[i],
+                            label=f"{name} ({len(data[name])})")
+            mplhep.histplot(h, bins, yerr=err, ax=ax, histtype="errorbar", color=colors[i], marker="", elinewidth=1,
+                            alpha=0.6)
         ax.set_ylabel(ylabel or ("normalised" if density else "jets"))
         top = max((float(np.max(h + err)) for h, err, _ in hists.values() if len(h)), default=1.0) or 1.0
         if logy:
@@ -170,14 +171,15 @@ def hist_ratio(path, samples: dict, bins, reference: str | None = None, xlabel: 
             ref_h, ref_err, _ = hists[reference]
             with np.errstate(divide="ignore", invalid="ignore"):
                 for i, (name, (h, err, _)) in enumerate(hists.items()):
-                    color = colors[i]
-                    r = np.where(ref_h > 0, h / ref_h, np.nan)
-                    if name == reference:  # the reference's own uncertainty as a band
+                    if name == reference:  # the reference's own uncertainty as a band around 1
                         rel = np.where(ref_h > 0, ref_err / ref_h, np.nan)
-                        rax.stairs(1 + rel, bins, baseline=1 - rel, fill=True, color=color, alpha=0.3)
+                        mplhep.histplot(np.ones_like(ref_h), bins, yerr=rel, ax=rax, histtype="band", color=colors[i],
+                                        alpha=0.3)
                         continue
+                    r = np.where(ref_h > 0, h / ref_h, np.nan)
                     r_err = np.where(ref_h > 0, err / ref_h, np.nan)
-                    rax.errorbar(centres, r, yerr=r_err, fmt="o", ms=4, color=color)
+                    mplhep.histplot(r, bins, yerr=r_err, ax=rax, histtype="errorbar", color=colors[i], marker="o",
+                                    markersize=4)
             rax.axhline(1.0, color="k", lw=1, ls=":")
             rax.set_ylim(*ratio_range)
             rax.set_ylabel(f"ratio to\n{reference}" if len(reference) < 14 else "ratio", fontsize="small")
@@ -201,7 +203,7 @@ def metric_vs_labels(path, results: dict, ylabel: str, xlabel: str = "number of 
         the paths written.
     """
 
-    def mean_std(v):
+    def value_and_error(v):
         if v is None:
             return float("nan"), float("nan")
         if np.ndim(v) == 0:
@@ -214,7 +216,7 @@ def metric_vs_labels(path, results: dict, ylabel: str, xlabel: str = "number of 
         markers = "osD^v<>"
         all_n = set()
         for i, (mode, values) in enumerate(results.items()):
-            pts = sorted((int(n), *mean_std(v)) for n, v in values.items())
+            pts = sorted((int(n), *value_and_error(v)) for n, v in values.items())
             pts = [p for p in pts if np.isfinite(p[1])]
             if not pts:
                 continue
@@ -244,22 +246,23 @@ def metric_vs_labels(path, results: dict, ylabel: str, xlabel: str = "number of 
 
 
 def roc_curves(path, curves: dict, title: str | None = None, formats=FORMATS) -> list[Path]:
-    """Background rejection 1/eps_B against signal efficiency eps_S, one curve per entry.
+    """Background rejection 1/eps_B against signal efficiency eps_S (``sklearn.metrics.roc_curve``), one curve
+    per entry; points with eps_B = 0 are left out.
 
     Args:
         curves: ``{label: (labels (0/1 array, 1 = signal), scores)}``.
     Returns:
         the paths written.
     """
+    from sklearn.metrics import roc_curve
+
     with style():
         fig, (ax,) = new_figure(1, figsize=(8, 6))
         for i, (name, (y, s)) in enumerate(curves.items()):
             y, s = np.asarray(y).astype(bool), np.asarray(s, dtype=np.float64)
             if y.all() or not y.any():
                 continue
-            order = np.argsort(-s, kind="stable")
-            tp = np.cumsum(y[order]) / y.sum()
-            fp = np.cumsum(~y[order]) / (~y).sum()
+            fp, tp, _ = roc_curve(y, s)
             keep = fp > 0
             ax.plot(tp[keep], 1 / fp[keep], lw=2, color=COLORS[i % len(COLORS)], label=name,
                     ls="-" if i % 2 == 0 else "--")

@@ -19,6 +19,7 @@ import torch
 
 from ..constants import MAX_PARTICLES, NUM_FEATURES
 from ..models.features import FeatureTransform, from_features
+from ..models.quantizer import codebook_usage
 
 #: Observables whose reconstruction resolution is reported (reconstructed - original; mass and pT in GeV).
 RESOLUTION_OBSERVABLES = ("mass", "pt", "tau21", "tau32")
@@ -148,13 +149,6 @@ def reconstruct_jets(tokenizer, data_config, files, batch_size=512, device="cpu"
     return out
 
 
-def codebook_usage(counts) -> tuple[float, float]:
-    """(fraction of codes used, perplexity = exp(entropy of the code frequencies))."""
-    counts = np.asarray(counts, dtype=np.float64)
-    p = counts[counts > 0] / max(counts.sum(), 1)
-    return float((counts > 0).mean()), float(math.exp(-(p * np.log(p)).sum()))
-
-
 def gaussian_fit(x, window: float = 2.0, iterations: int = 3, bins: int = 50) -> tuple[float, float]:
     """(mean, sigma) of a normal distribution fitted to the core of the histogram of ``x``.
 
@@ -262,6 +256,6 @@ def token_spread(tokenizer, tokens, repeats: int = 500, context: int = 50, seed:
     return out
 
 
-__all__ = ["JetSample", "load_jets", "reconstruct", "reconstruct_jets", "codebook_usage", "gaussian_fit",
+__all__ = ["JetSample", "load_jets", "reconstruct", "reconstruct_jets", "gaussian_fit",
            "difference_stats", "class_groups", "resolutions", "reconstruction_summary", "token_spread",
            "RESOLUTION_OBSERVABLES"]

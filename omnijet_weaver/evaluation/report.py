@@ -4,16 +4,18 @@
         write_text(work / "summary.md", "...")       # work is the hidden folder; on success it becomes report/
 
 An existing non-empty output is refused unless ``overwrite``, and even then only a folder that holds the
-same ``marker`` file (a previous report of the same command) is replaced. A failed run leaves no output
-and removes its hidden folder.
+same ``marker`` file (a previous report of the same command) is replaced. A failed run leaves no output;
+its hidden folder is removed, or with ``keep_failed`` kept (with its logs) and the message says where.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,26 +42,45 @@ def check_report_folder(output, marker: str, overwrite: bool = False, kind: str 
 
 
 class ReportFolder:
-    """Context manager: yields the hidden work folder; publishes it as ``output`` when the block succeeds,
-    removes it when the block raises (unless ``keep_failed``)."""
+    """Context manager: yields the hidden work folder ``.<output>.partial-<pid>`` (``-2``, ... after a kept
+    failed run of the same process), holding the ``marker`` file; publishes it as ``output`` when the block
+    succeeds.
 
-    def __init__(self, output, marker: str, overwrite: bool = False, keep_failed: bool = False):
-        self.output = check_report_folder(output, marker, overwrite)
+    When the block raises (also on Ctrl-C), the work folder is removed, or with ``keep_failed`` kept, with its
+    logs, and ``say`` (default: print to stderr) tells where. ``scratch``: a sub-folder of bulky intermediate
+    files (jets, checkpoints, predictions) deleted at the end either way unless ``keep_scratch``. ``kind`` names
+    the folder in messages (default: from the marker, e.g. "omnijet-weaver-demo report").
+    """
+
+    def __init__(self, output, marker: str, overwrite: bool = False, keep_failed: bool = False, *,
+                 kind: str | None = None, scratch: str | None = None, keep_scratch: bool = False, say=None):
+        self.kind = kind or f"{marker.lstrip('.')} report"
+        self.output = check_report_folder(output, marker, overwrite, kind=self.kind)
         self.marker = marker
         self.keep_failed = keep_failed
-        self.work = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
+        self.scratch = scratch
+        self.keep_scratch = keep_scratch
+        self.say = say or (lambda message: print(message, file=sys.stderr, flush=True))
+        work = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
+        tries = (work.with_name(f"{work.name}-{i}") for i in range(2, 10_000))
+        self.work = work if not work.exists() else next(w for w in tries if not w.exists())  # a kept failed run
 
     def __enter__(self) -> Path:
         self.work.parent.mkdir(parents=True, exist_ok=True)
         self.work.mkdir()
-        (self.work / self.marker).write_text(f"report of {self.marker.lstrip('.')}\n")
+        (self.work / self.marker).write_text(f"{self.kind}, {datetime.datetime.now().isoformat(timespec='seconds')}\n")
         return self.work
 
     def __exit__(self, exc_type, exc, tb):
+        scratch = self.work / self.scratch if self.scratch else None
+        if scratch is not None and not self.keep_scratch and scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=exc_type is not None)
         if exc_type is None:
             publish(self.work, self.output)
         elif not self.keep_failed:
             shutil.rmtree(self.work, ignore_errors=True)
+        elif self.work.exists():
+            self.say(f"stopped ({exc_type.__name__}): the partial {self.kind}, with its logs, is kept in {self.work}")
         return False
 
 
@@ -84,6 +105,25 @@ def write_json(path, data) -> None:
     write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
+def finite(x):
+    """``x`` (nested dicts, lists, tuples) with NaN and infinite floats replaced by None."""
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not math.isfinite(x):
+        return None
+    if isinstance(x, np.ndarray):
+        return finite(x.tolist())
+    return x
+
+
+def json_text(data) -> str:
+    """``data`` as strict, indented JSON text: numpy scalars and arrays converted, NaN and infinities as null
+    (:func:`finite`), other objects (paths) as their text."""
+    return json.dumps(finite(data), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
 def fmt(x, digits: int = 3) -> str:
     """A number for a table: ``digits`` decimals, "–" for None/NaN."""
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
@@ -101,12 +141,25 @@ def pm(mean, std, digits: int = 3, sign: bool = False) -> str:
     return m if std is None or not math.isfinite(std) else f"{m} ± {std:.{digits}f}"
 
 
+def mean_std(values) -> tuple[float, float]:
+    """(mean, sample standard deviation with ddof = 1) of the finite values (None and NaN are left out): the one
+    "mean ± std over seeds" convention of the reports. The std is NaN with fewer than two values (then
+    :func:`pm` shows the mean alone), both are NaN without any."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
 def markdown_table(headers, rows) -> str:
-    """A GitHub-flavoured markdown table; cells are converted with ``str`` (format numbers with :func:`fmt`)."""
-    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    """A GitHub-flavoured markdown table (``tabulate``, ``tablefmt="github"``), ending in a newline. Cells are
+    converted with ``str`` and never reformatted (format numbers with :func:`fmt` first)."""
+    import tabulate
+
+    rows = [[str(c) for c in r] for r in rows]
+    return tabulate.tabulate(rows, headers=[str(h) for h in headers], tablefmt="github", disable_numparse=True) + "\n"
 
 
-__all__ = ["OutputExistsError", "ReportFolder", "check_report_folder", "publish", "write_text", "write_json", "fmt",
-           "pm", "markdown_table"]
+__all__ = ["OutputExistsError", "ReportFolder", "check_report_folder", "publish", "write_text", "write_json",
+           "finite", "json_text", "fmt", "pm", "mean_std",
+           "markdown_table"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from ..constants import GENERATED_TOKEN_BRANCH, JETCLASS_LABELS
-from ..models.features import jet_kinematics, particles_to_vectors
+from ..constants import GENERATED_TOKEN_BRANCH, JET_BRANCHES, JETCLASS_LABELS, PART_BRANCHES
+from ..kinematics import invariant_mass, jet_kinematics, massless_p4, sum_p4
 
 
 def jetclass_arrays(pt, eta_rel, phi_rel, mask, tokens=None, label: str | None = None) -> dict:
@@ -26,20 +26,17 @@ def jetclass_arrays(pt, eta_rel, phi_rel, mask, tokens=None, label: str | None =
     if label is not None and label not in JETCLASS_LABELS:
         raise ValueError(f"label must be one of {', '.join(JETCLASS_LABELS)}, got {label!r}")
     pt, eta_rel, phi_rel = (x.double() for x in (pt, eta_rel, phi_rel))
-    px, py, pz, energy = particles_to_vectors(pt, eta_rel, phi_rel)
+    px, py, pz, energy = massless_p4(pt, eta_rel, phi_rel)
     jpt, jeta, jphi, _, je = jet_kinematics(px, py, pz, energy, mask)
     counts = mask.sum(1).numpy()
 
     def jagged(x, dtype=np.float32):
         return ak.unflatten(x[mask].numpy().astype(dtype), counts)
 
-    arrays = {
-        "part_px": jagged(px), "part_py": jagged(py), "part_pz": jagged(pz), "part_energy": jagged(energy),
-        "part_deta": jagged(eta_rel), "part_dphi": jagged(phi_rel),
-        "jet_pt": jpt.numpy().astype(np.float32), "jet_eta": jeta.numpy().astype(np.float32),
-        "jet_phi": jphi.numpy().astype(np.float32), "jet_energy": je.numpy().astype(np.float32),
-        "jet_nparticles": counts.astype(np.float32),
-    }
+    # PART_BRANCHES and JET_BRANCHES name these columns, in this order
+    arrays = {name: jagged(x) for name, x in zip(PART_BRANCHES, (px, py, pz, energy, eta_rel, phi_rel))}
+    arrays.update({name: x.numpy().astype(np.float32) for name, x in zip(JET_BRANCHES, (jpt, jeta, jphi, je))})
+    arrays[JET_BRANCHES[-1]] = counts.astype(np.float32)  # jet_nparticles
     n = len(counts)
     for name in JETCLASS_LABELS:
         arrays[name] = np.full(n, name == label, dtype=np.int32)
@@ -48,4 +45,11 @@ def jetclass_arrays(pt, eta_rel, phi_rel, mask, tokens=None, label: str | None =
     return arrays
 
 
-__all__ = ["jetclass_arrays"]
+def jet_masses(arrays: dict) -> np.ndarray:
+    """Invariant mass [GeV], float64 (jets,), of each jet of JetClass branches, from the sum of all its
+    constituents' ``part_px/py/pz/energy`` (jagged awkward arrays); the sums keep the branches' dtype."""
+    sums = sum_p4(*(arrays[name] for name in PART_BRANCHES[:4]))
+    return invariant_mass(*(ak.to_numpy(s).astype(np.float64) for s in sums))
+
+
+__all__ = ["jetclass_arrays", "jet_masses"]

@@ -34,8 +34,9 @@ import sys
 
 import numpy as np
 
-from ..constants import JETCLASS_LABELS
-from ..errors import ConfigError
+from ..constants import JET_BRANCHES, JETCLASS_LABELS, PART_BRANCHES
+from ..errors import ConfigError, MissingDependencyError
+from ..kinematics import pt_eta_phi
 
 #: Centre-of-mass energy of the pp collisions, in GeV.
 SQRT_S = 13000.0
@@ -105,13 +106,10 @@ PROCESSES = {
 }
 PROCESS_NAMES = tuple(PROCESSES)
 
-#: Per-constituent branches written (float32).
-PARTICLE_BRANCHES = (
-    "part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi", "part_charge",
-    "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron", "part_isMuon",
+#: Per-constituent branches written (float32): the kinematic ones, then charge and particle type.
+PARTICLE_BRANCHES = PART_BRANCHES + (
+    "part_charge", "part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron", "part_isMuon",
 )
-#: Per-jet branches written (float32), besides the ten label_* branches (int32).
-JET_LEVEL_BRANCHES = ("jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles")
 
 
 class PythiaSettingError(ConfigError):
@@ -119,12 +117,13 @@ class PythiaSettingError(ConfigError):
 
 
 def require_pythia():
-    """Import and return ``(pythia8mc, fastjet)``, or raise ImportError saying how to install them."""
+    """Import and return ``(pythia8mc, fastjet)``, or raise MissingDependencyError (an ImportError) saying how to
+    install them."""
     try:
         import fastjet
         import pythia8mc
     except ImportError as err:
-        raise ImportError(f"making jets needs Pythia8 and FastJet ({err}): {INSTALL_HINT}") from None
+        raise MissingDependencyError(f"making jets needs Pythia8 and FastJet ({err}): {INSTALL_HINT}") from None
     return pythia8mc, fastjet
 
 
@@ -254,25 +253,22 @@ def _matched(truth, eta: float, phi: float) -> bool:
 
 def _jet_record(parts):
     """JetClass quantities of one jet from its constituents ((k, 6) rows as in ``_read_event``)."""
-    pt = np.hypot(parts[:, 0], parts[:, 1])
+    pt, eta, phi = pt_eta_phi(parts[:, 0], parts[:, 1], parts[:, 2])
     order = np.argsort(-pt, kind="stable")
-    parts, pt = parts[order], pt[order]
+    parts, eta, phi = parts[order], eta[order], phi[order]
     px, py, pz, e = parts[:, :4].sum(0)
-    jet_pt = np.hypot(px, py)
-    jet_eta = np.arcsinh(pz / jet_pt)
-    jet_phi = np.arctan2(py, px)
-    eta = np.arcsinh(parts[:, 2] / pt)
-    phi = np.arctan2(parts[:, 1], parts[:, 0])
+    jet_pt, jet_eta, jet_phi = (float(x) for x in pt_eta_phi(px, py, pz))
     pid = np.abs(parts[:, 4]).astype(np.int64)
     charge = parts[:, 5]
     electron, muon, photon = pid == 11, pid == 13, pid == 22
     charged = charge != 0
-    cols = {
-        "part_px": parts[:, 0], "part_py": parts[:, 1], "part_pz": parts[:, 2], "part_energy": parts[:, 3],
-        "part_deta": eta - jet_eta, "part_dphi": _wrap_phi(phi - jet_phi), "part_charge": charge,
-        "part_isChargedHadron": charged & ~electron & ~muon, "part_isNeutralHadron": ~charged & ~photon,
-        "part_isPhoton": photon, "part_isElectron": electron, "part_isMuon": muon,
-    }
+    kinematic = (parts[:, 0], parts[:, 1], parts[:, 2], parts[:, 3], eta - jet_eta, _wrap_phi(phi - jet_phi))
+    cols = dict(zip(PART_BRANCHES, kinematic))  # part_px/py/pz/energy/deta/dphi
+    cols.update({
+        "part_charge": charge, "part_isChargedHadron": charged & ~electron & ~muon,
+        "part_isNeutralHadron": ~charged & ~photon, "part_isPhoton": photon, "part_isElectron": electron,
+        "part_isMuon": muon,
+    })
     return cols, (jet_pt, jet_eta, jet_phi, e, len(parts))
 
 
@@ -307,13 +303,12 @@ def generate_jets(process: str, num_jets: int, seed: int, pt_min: float = PT_MIN
                 if not pythia.next():
                     failed += 1
                     if failed > MAX_FAILED_EVENTS:
-                        raise RuntimeError(f"Pythia failed to generate {failed} {process} events")
+                        raise ConfigError(f"Pythia failed to generate {failed} {process} events: check --set")
                     continue
                 num_events += 1
                 parts, truth = _read_event(pythia.event, resonance)
-                with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                    eta = np.arcsinh(parts[:, 2] / np.hypot(parts[:, 0], parts[:, 1]))
-                events.append((parts[np.abs(eta) < PARTICLE_ETA_MAX], truth))
+                pt, eta, _ = pt_eta_phi(parts[:, 0], parts[:, 1], parts[:, 2])
+                events.append((parts[(pt > 0) & (np.abs(eta) < PARTICLE_ETA_MAX)], truth))  # pT = 0: |eta| infinite
             if not events:
                 continue
             counts = [len(p) for p, _ in events]
@@ -343,16 +338,16 @@ def generate_jets(process: str, num_jets: int, seed: int, pt_min: float = PT_MIN
                 if len(jet_rows) == num_jets:
                     break
                 if empty >= MAX_EMPTY_EVENTS:
-                    raise RuntimeError(
+                    raise ConfigError(
                         f"{empty} {process} events in a row gave no jet with {pt_min:g} < pT < {pt_max:g} GeV and "
                         f"|eta| < {eta_max:g}{' matched to the ' + process if resonance else ''}: "
                         "check the jet selection")
             if report is not None and len(jet_rows) > before:
                 report(len(jet_rows) - before)
     out = {name: (np.concatenate(v) if v else np.zeros(0)).astype(np.float32) for name, v in part_cols.items()}
-    out["counts"] = np.array([len(v) for v in part_cols["part_px"]], dtype=np.int64)
+    out["counts"] = np.array([len(v) for v in part_cols[PARTICLE_BRANCHES[0]]], dtype=np.int64)
     table = np.array(jet_rows, dtype=np.float64).reshape(-1, 5)
-    for i, name in enumerate(JET_LEVEL_BRANCHES):
+    for i, name in enumerate(JET_BRANCHES):
         out[name] = table[:, i].astype(np.float32)
     out["num_events"] = num_events
     return out
@@ -376,7 +371,8 @@ def _run_task(kwargs):
 
 
 def split_evenly(n: int, parts: int) -> list:
-    """``n`` split into ``parts`` integers that differ by at most one (the first ones get the remainder)."""
+    """``n`` split into ``parts`` integers that differ by at most one, the first ``n % parts`` one larger
+    (jets over workers here; labelled jets over classes in the transfer study)."""
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
@@ -438,7 +434,7 @@ def make_jets(processes, num_jets: int, seed: int = 0, workers: int | None = Non
     counts = np.concatenate([r["counts"] for r in results])
     for name in PARTICLE_BRANCHES:
         out[name] = ak.unflatten(np.concatenate([r[name] for r in results]), counts)
-    for name in JET_LEVEL_BRANCHES:
+    for name in JET_BRANCHES:
         out[name] = np.concatenate([r[name] for r in results])
     which = np.concatenate([np.full(len(r["counts"]), PROCESSES[t["process"]].label) for t, r in zip(tasks, results)])
     for label in JETCLASS_LABELS:

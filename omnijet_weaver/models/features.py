@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..constants import ANGLE_CUT, ETA_PHI_SCALE, LOG_PT_SHIFT, MAX_PARTICLES
+from ..kinematics import massless_jet_kinematics
 
 
 def _exporting() -> bool:
@@ -82,38 +83,8 @@ class FeatureTransform(nn.Module):
         return f"max_particles={self.max_particles}, angle_cut={self.angle_cut}"
 
 
-def particles_to_vectors(pt, eta_rel, phi_rel, jet_eta=0.0, jet_phi=0.0):
-    """Massless four-vectors of constituents around a jet axis.
-
-    Args:
-        pt, eta_rel, phi_rel: (...,) tensors, pT in GeV.
-        jet_eta, jet_phi: the jet axis (scalars or tensors broadcastable to the leading dims + 1).
-    Returns:
-        (px, py, pz, E) in GeV, each (...,).
-    """
-    eta = eta_rel + jet_eta
-    phi = phi_rel + jet_phi
-    px, py = pt * torch.cos(phi), pt * torch.sin(phi)
-    pz = pt * torch.sinh(eta)
-    energy = pt * torch.cosh(eta)
-    return px, py, pz, energy
-
-
-def jet_kinematics(px, py, pz, energy, mask):
-    """Jet four-momentum sums over real constituents: (pt, eta, phi, mass, energy), each (B,). GeV.
-
-    px, py, pz, energy: (B, N); mask: (B, N) bool.
-    """
-    m = mask.to(px.dtype)
-    jpx, jpy, jpz, je = ((x * m).sum(-1) for x in (px, py, pz, energy))
-    jpt = torch.hypot(jpx, jpy)
-    jeta = torch.asinh(jpz / jpt.clamp_min(1e-12))
-    jphi = torch.atan2(jpy, jpx)
-    mass = torch.sqrt((je**2 - jpx**2 - jpy**2 - jpz**2).clamp_min(0))
-    return jpt, jeta, jphi, mass, je
-
-
 def jet_mass_from_features(features, mask):
-    """Invariant mass (B,) in GeV of massless constituents given as tokenizer features (B, N, 3)."""
+    """Invariant mass (B,) in GeV of massless constituents given as tokenizer features (B, N, 3) and their
+    mask (B, N) bool; computed in float64, returned in the features' dtype."""
     pt, eta, phi = from_features(features.double())
-    return jet_kinematics(*particles_to_vectors(pt, eta, phi), mask)[3].to(features.dtype)
+    return massless_jet_kinematics(pt, eta, phi, mask)[3].to(features.dtype)

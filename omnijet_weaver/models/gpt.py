@@ -33,7 +33,12 @@ from ..constants import MAX_PARTICLES, pad_token, start_token, stop_token, vocab
 from .checkpoint import Configurable, register
 from .layers import SelfAttention
 
+#: The size options of :class:`Backbone` (shared by the generative model and the tagger, whose backbones must
+#: match to load each other's weights).
+BACKBONE_OPTIONS = ("embed_dim", "num_blocks", "num_heads", "ff_dim")
+
 __all__ = [
+    "BACKBONE_OPTIONS",
     "GPTBlock",
     "Backbone",
     "NextTokenHead",
@@ -98,46 +103,22 @@ class Backbone(Configurable):
 
     kind = "gpt_backbone"
 
-    def __init__(
-        self,
-        codebook_size: int,
-        embed_dim: int = 256,
-        num_blocks: int = 3,
-        num_heads: int = 8,
-        ff_dim: int = 1024,
-        max_len: int = MAX_PARTICLES,
-    ):
+    def __init__(self, codebook_size: int, embed_dim: int = 256, num_blocks: int = 3, num_heads: int = 8,
+                 ff_dim: int = 1024, max_len: int = MAX_PARTICLES):
         super().__init__()
-        self.save_config(
-            codebook_size=int(codebook_size),
-            embed_dim=int(embed_dim),
-            num_blocks=int(num_blocks),
-            num_heads=int(num_heads),
-            ff_dim=int(ff_dim),
-            max_len=int(max_len),
-        )
+        self.save_config(codebook_size=int(codebook_size), embed_dim=int(embed_dim), num_blocks=int(num_blocks),
+                         num_heads=int(num_heads), ff_dim=int(ff_dim), max_len=int(max_len))
         self.codebook_size = int(codebook_size)
         self.embed_dim = int(embed_dim)
         self.max_len = int(max_len)
         self.embed = nn.Embedding(vocab_size(codebook_size), embed_dim)
         self.blocks = nn.ModuleList(GPTBlock(embed_dim, num_heads, ff_dim) for _ in range(num_blocks))
 
-    # token ids, for convenience
-    @property
-    def vocab_size(self) -> int:
-        return vocab_size(self.codebook_size)
-
-    @property
-    def start_token(self) -> int:
-        return start_token(self.codebook_size)
-
-    @property
-    def stop_token(self) -> int:
-        return stop_token(self.codebook_size)
-
-    @property
-    def pad_token(self) -> int:
-        return pad_token(self.codebook_size)
+    # token ids of this vocabulary, for convenience (defined in omnijet_weaver.constants)
+    vocab_size = property(lambda self: vocab_size(self.codebook_size), doc="codes + start + stop + pad")
+    start_token = property(lambda self: start_token(self.codebook_size), doc="id of the start token")
+    stop_token = property(lambda self: stop_token(self.codebook_size), doc="id of the stop token")
+    pad_token = property(lambda self: pad_token(self.codebook_size), doc="id of the padding token")
 
     def new_caches(self) -> list[dict]:
         """Empty KV caches for incremental decoding: one dict per block, to pass as ``caches``."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -103,16 +104,29 @@ def usage_stats(indices: torch.Tensor, num_codes: int, mask: torch.Tensor | None
     """
     if mask is not None:
         indices = indices[mask]
-    counts = torch.bincount(indices.reshape(-1), minlength=num_codes).float()
-    return _stats_from_counts(counts)
+    return codebook_usage(torch.bincount(indices.reshape(-1), minlength=num_codes).float())
 
 
-def _stats_from_counts(counts: torch.Tensor):
+def codebook_usage(counts):
+    """How well a codebook is used, from its code counts (K,) (how often each code was chosen).
+
+    Returns (fraction of the K codes used, perplexity = exp(entropy of the code frequencies)), both 0 when
+    no code was chosen. The one definition of both figures (the quantizer, the tokenizer's epoch summary, the
+    evaluation reports).
+
+    A torch tensor gives two 0-dim tensors on its device in its float dtype (float32 for integer counts),
+    without a host synchronisation; anything else (numpy array, list) gives two Python floats, computed in
+    float64.
+    """
+    if not isinstance(counts, torch.Tensor):
+        usage, perplexity = codebook_usage(torch.as_tensor(np.asarray(counts), dtype=torch.float64))
+        return usage.item(), perplexity.item()
+    counts = counts if counts.is_floating_point() else counts.float()
     total = counts.sum()
     p = counts / total.clamp(min=1)
     entropy = -(p * torch.log(p.clamp(min=1e-30))).sum()
     perplexity = torch.where(total > 0, entropy.exp(), torch.zeros_like(entropy))
-    return (counts > 0).float().mean(), perplexity
+    return (counts > 0).to(counts.dtype).mean(), perplexity
 
 
 def _shuffled_rows(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -228,18 +242,8 @@ class VectorQuant(nn.Module):
     training steps since each code was last used by a real position.
     """
 
-    def __init__(
-        self,
-        num_codes: int,
-        dim: int = 4,
-        beta: float = 0.9,
-        affine_lr: float = 2.0,
-        sync_nu: float = 1.0,
-        replace_freq: int = 10,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        replace_noise: float = 1e-2,
-    ):
+    def __init__(self, num_codes: int, dim: int = 4, beta: float = 0.9, affine_lr: float = 2.0, sync_nu: float = 1.0,
+                 replace_freq: int = 10, kmeans_init: bool = True, kmeans_iters: int = 10, replace_noise: float = 1e-2):
         super().__init__()
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
@@ -370,5 +374,5 @@ class VectorQuant(nn.Module):
         z_out = z + (z_q - z).detach()
         if nu > 0:
             z_out = z_out + nu * z_q - (nu * z_q).detach()
-        usage, perplexity = _stats_from_counts(counts.float())
+        usage, perplexity = codebook_usage(counts.float())
         return QuantizerOutput(z_out, indices, loss, num_replaced, usage, perplexity)

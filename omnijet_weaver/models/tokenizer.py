@@ -25,7 +25,7 @@ from ..constants import ANGLE_CUT, ETA_PHI_SCALE, MAX_PARTICLES, NUM_FEATURES
 from .checkpoint import Configurable, register
 from .features import FeatureTransform, from_features, jet_mass_from_features
 from .layers import NormFormerBlock, mlp
-from .quantizer import VectorQuant, nearest_code
+from .quantizer import VectorQuant, codebook_usage, nearest_code
 
 #: Model kinds that are tokenizers (for checkpoint loading).
 TOKENIZER_KINDS = ("vqvae", "binned")
@@ -81,22 +81,10 @@ class VQVAE(Tokenizer):
 
     kind = "vqvae"
 
-    def __init__(
-        self,
-        codebook_size: int = 8192,
-        conditional: bool = True,
-        hidden_dim: int = 128,
-        num_blocks: int = 4,
-        num_heads: int = 8,
-        mlp_layers: int = 3,
-        latent_dim: int = 4,
-        alpha: float = 10.0,
-        beta: float = 0.9,
-        affine_lr: float = 2.0,
-        sync_nu: float = 1.0,
-        replace_freq: int = 10,
-        max_particles: int = MAX_PARTICLES,
-    ):
+    def __init__(self, codebook_size: int = 8192, conditional: bool = True, hidden_dim: int = 128, num_blocks: int = 4,
+                 num_heads: int = 8, mlp_layers: int = 3, latent_dim: int = 4, alpha: float = 10.0, beta: float = 0.9,
+                 affine_lr: float = 2.0, sync_nu: float = 1.0, replace_freq: int = 10,
+                 max_particles: int = MAX_PARTICLES):
         super().__init__(max_particles)
         self.save_config(
             codebook_size=codebook_size, conditional=conditional, hidden_dim=hidden_dim, num_blocks=num_blocks,
@@ -192,15 +180,13 @@ class VQVAE(Tokenizer):
     def epoch_summary(self, stats) -> dict:
         """Losses, codebook usage (fraction of codes used, perplexity) and the jet-mass resolution [GeV]."""
         m = stats.means()
-        counts = stats.arrays["code_counts"]
-        p = counts / counts.sum().clamp_min(1)
-        entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+        usage, perplexity = (x.item() for x in codebook_usage(stats.arrays["code_counts"].double()))
         return {
             "loss": m["loss"],
             "recon_loss": m["recon_loss"],
             "vq_loss": m["vq_loss"],
-            "code_usage": (counts > 0).double().mean().item(),
-            "perplexity": math.exp(entropy),
+            "code_usage": usage,
+            "perplexity": perplexity,
             "mass_bias_GeV": m["mass_diff"],
             "mass_resolution_GeV": math.sqrt(max(m["mass_diff_sq"] - m["mass_diff"] ** 2, 0.0)),
             "replaced_per_step": m["replaced_per_step"],

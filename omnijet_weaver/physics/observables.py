@@ -23,6 +23,8 @@ import warnings
 import awkward as ak
 import numpy as np
 
+from ..kinematics import massless_jet_kinematics, massless_p4
+
 #: N-subjettiness defaults of the paper's comparisons.
 R0 = 0.8
 BETA = 1.0
@@ -64,23 +66,12 @@ def _as_jagged(pt, eta, phi):
     return pt, eta, phi
 
 
-def four_momenta(pt, eta, phi) -> dict:
-    """Massless constituents -> jagged ``px, py, pz, E`` [GeV]."""
-    return {"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "E": pt * np.cosh(eta)}
-
-
-def jet_kinematics(pt, eta, phi) -> dict:
+def kinematic_observables(pt, eta, phi) -> dict:
     """Per jet: ``pt``, ``eta``, ``phi``, ``mass`` [GeV] of the sum of the (massless) constituents, and ``n``,
-    the number of constituents. Empty jets have zero pt and mass and eta = phi = 0."""
+    the number of constituents (numpy arrays). Empty jets have zero pt and mass and eta = phi = 0."""
     pt, eta, phi = _as_jagged(pt, eta, phi)
-    p = {k: ak.to_numpy(ak.sum(v, axis=1)) for k, v in four_momenta(pt, eta, phi).items()}
-    jpt = np.hypot(p["px"], p["py"])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        jeta = np.where(jpt > 0, np.arcsinh(np.divide(p["pz"], jpt, where=jpt > 0, out=np.zeros_like(jpt))), 0.0)
-    jphi = np.arctan2(p["py"], p["px"])
-    m2 = p["E"] ** 2 - p["px"] ** 2 - p["py"] ** 2 - p["pz"] ** 2
-    return {"pt": jpt, "eta": jeta, "phi": jphi, "mass": np.sqrt(np.clip(m2, 0, None)),
-            "n": ak.to_numpy(ak.num(pt)).astype(np.int64)}
+    jpt, jeta, jphi, mass, _ = massless_jet_kinematics(pt, eta, phi)
+    return {"pt": jpt, "eta": jeta, "phi": jphi, "mass": mass, "n": ak.to_numpy(ak.num(pt)).astype(np.int64)}
 
 
 def _delta_phi(a, b):
@@ -101,7 +92,7 @@ def exclusive_kt_axes(pt, eta, phi, n_axes: int) -> tuple[np.ndarray, np.ndarray
     axes = np.zeros((len(jets), n_axes, 2))
     if len(jets) == 0:
         return jets, axes
-    p4 = ak.zip({k: v[jets] for k, v in four_momenta(pt, eta, phi).items()})
+    p4 = ak.zip({k: v[jets] for k, v in zip(("px", "py", "pz", "E"), massless_p4(pt, eta, phi))})
     jet_def = fastjet.JetDefinition(fastjet.kt_algorithm, _KT_RADIUS)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # fastjet's banner and its generic "dcut ... with care" warning
@@ -141,7 +132,7 @@ def _ratio(a, b):
 def jet_observables(pt, eta, phi, r0: float = R0, beta: float = BETA) -> dict:
     """All per-jet observables (:data:`JET_OBSERVABLES`) as numpy arrays of length jets: ``pt``, ``mass``
     [GeV], ``eta``, ``phi``, ``n`` and N-subjettiness ``tau1``, ``tau2``, ``tau3``, ``tau21``, ``tau32``."""
-    out = jet_kinematics(pt, eta, phi)
+    out = kinematic_observables(pt, eta, phi)
     taus = nsubjettiness(pt, eta, phi, 3, r0, beta)
     out.update({f"tau{i + 1}": taus[:, i] for i in range(3)})
     out["tau21"] = _ratio(out["tau2"], out["tau1"])
@@ -162,5 +153,5 @@ def masked_observables(pt, eta, phi, mask) -> tuple[dict, dict]:
     return jet_observables(pt, eta, phi), constituent_observables(pt, eta, phi)
 
 
-__all__ = ["JET_OBSERVABLES", "CONSTITUENT_OBSERVABLES", "R0", "BETA", "jagged", "four_momenta", "jet_kinematics",
+__all__ = ["JET_OBSERVABLES", "CONSTITUENT_OBSERVABLES", "R0", "BETA", "jagged", "kinematic_observables",
            "exclusive_kt_axes", "nsubjettiness", "jet_observables", "constituent_observables", "masked_observables"]

@@ -22,37 +22,37 @@ Stages (each printed with its wall time):
    ``commands.sh`` (the weaver command lines) and the weaver logs.
 
 The report is built in a hidden sibling folder and renamed to ``--output`` at the end, so an interrupted run
-never leaves a half-written report. The jets, token files, checkpoints and predictions (``data/``) are
-deleted at the end unless ``keep_data``.
+never leaves a half-written report (a failed one keeps the hidden folder, with its logs, and says where). The
+jets, token files, checkpoints and predictions (``data/``) are deleted at the end unless ``keep_data``.
+``summary.md`` is rendered from ``summary.json`` alone. The report folder, the stage timer and the weaver
+command lines are shared with the transfer study (:mod:`omnijet_weaver.studies.base`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import os
-import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from ..constants import TOKEN_COLUMN
 from ..evaluation.classifiers import roc_auc
-from ..evaluation.report import check_report_folder, fmt, markdown_table, write_json, write_text
+from ..evaluation.report import check_report_folder, fmt, markdown_table, pm
+from ..kinematics import mass_from_pt_eta
+from ..models.gpt import BACKBONE_OPTIONS
+from ..weaver.history import validation_metrics
 from ..weaver.runner import (
     MODES,
     OutputExistsError,
     WeaverJob,
-    WeaverRunner,
-    publish_when_done,
     read_predictions,
-    read_training_log,
     repo_configs,
-    weaver_executable,
 )
 from ..weaver.runner import WeaverRunError as DemoError  # a demo stage failed (the message says which, and its log)
+from .base import WeaverStudy, training_cost, validation_tiling
 
 #: Jet types of the demo, in the order of the Pythia runs: (process name, label branch).
 PROCESSES = (("top", "label_Tbqq"), ("qcd", "label_QCD"))
@@ -153,15 +153,6 @@ def check_output(output, overwrite: bool = False) -> Path:
 # --------------------------------------------------------------------------------------------------------
 
 
-def jet_masses(arrays: dict) -> np.ndarray:
-    """Invariant mass [GeV] of each jet from all its constituents' four-vectors (JetClass branches)."""
-    import awkward as ak
-
-    s = {k: ak.to_numpy(ak.sum(arrays[f"part_{k}"], axis=1)).astype(np.float64) for k in ("px", "py", "pz", "energy")}
-    m2 = s["energy"] ** 2 - s["px"] ** 2 - s["py"] ** 2 - s["pz"] ** 2
-    return np.sqrt(np.clip(m2, 0, None))
-
-
 def take(arrays: dict, index) -> dict:
     """The jets ``index`` of a dict of per-jet (numpy) and per-constituent (awkward) arrays."""
     index = np.asarray(index, dtype=np.int64)
@@ -178,71 +169,41 @@ def _median(x) -> float:
 # --------------------------------------------------------------------------------------------------------
 
 
-class Demo:
-    """One demo run (see the module docstring). ``run()`` returns the summary dict (also in summary.json)."""
+class Demo(WeaverStudy):
+    """One demo run (see the module docstring). ``run()`` returns the summary (as written to summary.json)."""
+
+    marker = MARKER
+    kind = "omnijet-weaver-demo report"
+    stages = ("make jets", "tokenize", "generate", "tag (weaver)", "report")
+    commands_comment = ("The weaver command lines of this demo run (paths as they were during the run;",
+                        "the jets and checkpoints are in data/ only with --keep-data).")
 
     def __init__(self, config: DemoConfig, out=sys.stdout):
-        config.check()
-        self.cfg = config
-        self.out = out
-        self.output = check_output(config.output, config.overwrite)
-        self.configs = repo_configs()
-        weaver_executable()
+        super().__init__(config, out)
         from ..evaluation.plots import require_matplotlib
         from ..io.pythia import require_pythia
 
         require_pythia()  # missing extras fail here, before any work, with the pip command to run
         require_matplotlib()
-        self.work = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
-        self.data = self.work / "data"
-        self.logs = self.work / "logs"
-        self.times = {}
-        self.summary = {}
-        self.commands = []
         self.figures = {}
-        self._t0 = None
 
-    # -- helpers ------------------------------------------------------------------------------------------------
-    def say(self, message: str) -> None:
-        print(message, file=self.out, flush=True)
-
-    def shown(self, path) -> str:
-        """A path as the user will find it: inside the final report folder."""
-        s = str(path)
-        return s.replace(str(self.work), str(self.output), 1)
-
-    def stage(self, number: int, name: str, fn):
-        self.say(f"[{number}/5] {name} ...")
-        start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-        self.times[name] = seconds
-        self.say(f"[{number}/5] {name}: done in {seconds:.1f} s (total {time.perf_counter() - self._t0:.1f} s)")
-        return result
-
-    # -- the run ------------------------------------------------------------------------------------------------
-    def run(self) -> dict:
-        self._t0 = time.perf_counter()
+    def headline(self) -> str:
         cfg = self.cfg
-        self.work.mkdir(parents=True)
-        self.data.mkdir()
-        self.logs.mkdir()
-        (self.work / MARKER).write_text(f"omnijet-weaver-demo report, {datetime.datetime.now().isoformat(timespec='seconds')}\n")
-        self.say(f"omnijet-weaver demo -> {self.output} ({'quick, ' if cfg.quick else ''}{cfg.num_jets} jets per process, "
-                 f"labels {', '.join(map(str, cfg.labels))}, modes {', '.join(cfg.modes)}, {cfg.n_workers} workers)")
-        with publish_when_done(self.work, self.output, self.data, cfg.keep_data, self.say, "demo"):
-            self.stage(1, "make jets", self.make_jets)
-            self.stage(2, "tokenize", self.tokenize)
-            self.stage(3, "generate", self.generate)
-            self.stage(4, "tag (weaver)", self.tag)
-            self.stage(5, "report", self.report)
-            self.write_summary()
-        self.say(f"done in {time.perf_counter() - self._t0:.1f} s: {self.output / 'summary.md'}")
-        return self.summary
+        return (f"omnijet-weaver demo -> {self.output} ({'quick, ' if cfg.quick else ''}{cfg.num_jets} jets per "
+                f"process, labels {', '.join(map(str, cfg.labels))}, modes {', '.join(cfg.modes)}, "
+                f"{cfg.n_workers} workers)")
+
+    def build(self) -> None:
+        for name, fn in zip(self.stages, (self.make_jets, self.tokenize, self.generate, self.tag, self.report)):
+            self.stage(name, fn)
+
+    def markdown(self, summary: dict) -> str:
+        return summary_markdown(summary)
 
     # -- 1. jets ------------------------------------------------------------------------------------------------
     def make_jets(self) -> None:
         from ..io.files import write_root
+        from ..io.jetclass import jet_masses
         from ..io.pythia import make_jets
 
         cfg = self.cfg
@@ -281,10 +242,11 @@ class Demo:
     def tokenize(self) -> None:
         import awkward as ak
 
-        from ..evaluation.reconstruction import codebook_usage, reconstruct_jets, reconstruction_summary
+        from ..evaluation.reconstruction import reconstruct_jets, reconstruction_summary
         from ..io.files import write_parquet
         from ..models.generative import load_generative
         from ..models.packaged import packaged_path
+        from ..models.quantizer import codebook_usage
         from ..weaver.dataset import tokenize_files
 
         self.gpt_path = packaged_path("gpt")
@@ -294,7 +256,7 @@ class Demo:
         table = tokenize_files(tok, self.configs["data"], test, progress=self.cfg.progress)
         path = self.data / "tokens_test.parquet"
         write_parquet(path, {k: table[k] for k in table.fields})
-        flat = ak.to_numpy(ak.flatten(table["tokens"]))
+        flat = ak.to_numpy(ak.flatten(table[TOKEN_COLUMN]))
         usage, perplexity = codebook_usage(np.bincount(flat, minlength=tok.codebook_size))
         self.real = reconstruct_jets(tok, self.configs["data"], test, batch_size=256)
         rec = reconstruction_summary(self.real, class_names=["qcd", "top"])
@@ -333,42 +295,30 @@ class Demo:
             "jets": int(cfg.gen_jets), "median_mass_GeV": _median(self.gen["mass"]),
             "median_multiplicity": _median(n), "min_multiplicity": int(n.min()), "max_multiplicity": int(n.max()),
             "stopped_before_128": float((n < 128).mean()), "checkpoint": os.path.basename(self.gpt_path),
-            "backbone": {k: self.gpt.config[k] for k in ("embed_dim", "num_blocks", "num_heads", "ff_dim")},
+            "backbone": {k: self.gpt.config[k] for k in BACKBONE_OPTIONS},
         }
         self.say(f"    {cfg.gen_jets} jets: median mass {self.summary['generated']['median_mass_GeV']:.1f} GeV, "
                  f"median multiplicity {_median(n):.0f} (real tokenized test jets: "
                  f"{_median(self.real['reconstructed']['mass']):.1f} GeV, {_median(self.real['input']['n']):.0f})")
 
     # -- 4. tagging ---------------------------------------------------------------------------------------------
-    def _common(self) -> list:
-        return ["--data-config", self.configs["data"], "--network-config", self.configs["network"], "--gpus", "",
-                "--num-workers", "0"]
-
     def tag(self) -> None:
         cfg = self.cfg
-        concurrent = cfg.n_workers
-        threads = max(1, (os.cpu_count() or 1) // concurrent)
-        runner = WeaverRunner(concurrent, threads, cwd=self.data)
+        runner = self.runner()
         runs = self.data / "runs"
         n_val = cfg.val_jets * len(PROCESSES)
-        # weaver's in-memory validation cycles through the jets: batches that tile them exactly, so that every
-        # epoch sees each validation jet once
-        val_steps = next((k for k in range(math.ceil(n_val / 512), n_val + 1) if n_val % k == 0), 1)
-        val_batch = math.ceil(n_val / val_steps)
+        val_tiling = validation_tiling(n_val)
         train_jobs = {}
         for n in cfg.labels:
             steps = math.ceil(n / cfg.batch_size)
             for mode in cfg.modes:
                 for lr in cfg.lrs:
                     name = f"{mode}_{n}_lr{lr:g}"
-                    args = ["--data-train", *self.label_files[n], "--data-val", *self.files["val"], *self._common(),
-                            *MODES[mode][1], "-o", "seed", cfg.seed, "--model-prefix", runs / name / "cls",
-                            "--in-memory", "--fetch-step", "1", "--batch-size", cfg.batch_size,
-                            "--num-epochs", cfg.epochs, "--steps-per-epoch", steps,
-                            "--batch-size-val", val_batch, "--steps-per-epoch-val", val_steps,
-                            "--optimizer", "adamw", "--start-lr", f"{lr:g}", "--lr-scheduler", "flat+decay",
-                            "--auto-clean"]
-                    cost = cfg.epochs * (steps * cfg.batch_size * (0.4 if mode == "frozen" else 1.0) + n_val / 2) + 400
+                    args = self.train_args(self.label_files[n], self.files["val"],
+                                           [*self.mode_options(mode), "-o", "seed", cfg.seed], runs / name / "cls",
+                                           batch_size=cfg.batch_size, epochs=cfg.epochs, steps=steps,
+                                           val_tiling=val_tiling, lr=lr)
+                    cost = training_cost(cfg.epochs, steps, cfg.batch_size, n_val, mode)
                     train_jobs[(mode, n, lr)] = WeaverJob(f"train {MODES[mode][0]}, {n} labels, lr {lr:g}", args,
                                                           self.logs / f"train_{name}.log", cost)
         total = len(train_jobs)
@@ -376,22 +326,24 @@ class Demo:
 
         def report(job):
             done.append(job)
-            val = read_training_log(job.log).val_metrics
+            val = validation_metrics(job.history(), as_logged=True)
             self.say(f"    [{len(done)}/{total}] {job.name}: best validation accuracy "
                      f"{max(val) if val else float('nan'):.3f} ({job.seconds:.0f} s)")
 
-        self.say(f"    {total} weaver trainings ({cfg.epochs} epochs each), {concurrent} at a time with "
-                 f"{threads} thread(s) each; logs in {self.logs}")
+        self.say(f"    {total} weaver trainings ({cfg.epochs} epochs each), {runner.concurrent} at a time with "
+                 f"{runner.threads} thread(s) each; logs in {self.logs}")
         runner.run(list(train_jobs.values()), on_done=report)
         self.commands += [["weaver", *j.args] for j in train_jobs.values()]
 
         # per mode and number of labels: the learning rate with the best validation accuracy
         chosen, grid = {}, []
         for (mode, n, lr), job in train_jobs.items():
-            val = read_training_log(job.log).val_metrics
+            # weaver's validation accuracies as its log prints them (5 decimals), as the demo has always compared
+            # them: the same learning rate, best epoch and table as before the history files
+            val = validation_metrics(job.history(), as_logged=True)
             if len(val) != cfg.epochs:
-                raise DemoError(f"weaver ({job.name}) logged {len(val)} validation epochs instead of {cfg.epochs}; "
-                                f"see {job.log}")
+                raise DemoError(f"weaver ({job.name}) recorded {len(val)} validation epochs instead of {cfg.epochs} "
+                                f"in {job.model_prefix}_history.jsonl; see {job.log}")
             best = max(val)
             grid.append({"mode": mode, "labels": n, "lr": lr, "best_val_accuracy": best,
                          "best_epoch": int(np.argmax(val)), "val_accuracy_per_epoch": val, "seconds": job.seconds})
@@ -433,15 +385,14 @@ class Demo:
         self._generated_classes(gen_pred)
 
     def _predict_job(self, name, mode, prefix, files, output) -> WeaverJob:
-        args = ["--predict", "--data-test", *files, *self._common(), *MODES[mode][1],
-                "--model-prefix", f"{prefix}_best_epoch_state.pt", "--batch-size", 256, "--predict-output", output]
+        args = self.predict_args(files, self.mode_options(mode), prefix, output)
         log = self.logs / (Path(output).stem.replace("pred_", "predict_") + ".log")
         return WeaverJob(name, args, log, cost=sum(1 for _ in files))
 
     def _generated_classes(self, pred) -> None:
         """Split the generated jets by the tagger's decision; masses from weaver's observers."""
         e, pt, eta = pred["jet_energy"], pred["jet_pt"], pred["jet_eta"]
-        mass = np.sqrt(np.clip(e**2 - (pt * np.cosh(eta)) ** 2, 0, None))
+        mass = mass_from_pt_eta(e, pt, eta)
         is_top = pred["score_top"] > pred["score_qcd"]
         n = pred["jet_nparticles"]
         self.gen_classes = {"top": {"mass": mass[is_top], "n": n[is_top]}, "qcd": {"mass": mass[~is_top], "n": n[~is_top]}}
@@ -457,7 +408,7 @@ class Demo:
         self.make_figures()
         self.summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.cfg).items()}
         self.summary["config"]["output"] = str(self.output)
-        self._write_commands()
+        self.write_commands()
 
     def physics_checks(self) -> None:
         py, gen = self.pythia, self.summary["generated"]
@@ -531,52 +482,47 @@ class Demo:
         self.figures = {k: [p.name for p in v] for k, v in figs.items()}
         self.summary["figures"] = self.figures
 
-    def _write_commands(self) -> None:
-        lines = ["#!/usr/bin/env bash", "# The weaver command lines of this demo run (paths as they were during the run;",
-                 "# the jets and checkpoints are in data/ only with --keep-data).", ""]
-        for cmd in self.commands:
-            lines.append(shlex.join([self.shown(c) if os.path.isabs(str(c)) else str(c) for c in cmd]))
-        write_text(self.work / "commands.sh", "\n".join(lines) + "\n")
-
-    def write_summary(self) -> None:
-        """summary.json and summary.md (after the last stage, so that its wall time is in)."""
-        self.summary["stage_seconds"] = dict(self.times)
-        self.summary["total_seconds"] = time.perf_counter() - self._t0
-        write_json(self.work / "summary.json", self.summary)
-        write_text(self.work / "summary.md", summary_markdown(self.summary))
 
 
 def summary_markdown(s: dict) -> str:
-    """The report's ``summary.md`` from the summary dict."""
+    """The report's ``summary.md`` from the summary as written to summary.json (nothing else: every number shown
+    is one of the JSON; a missing one, null, is shown as "–")."""
     cfg = s.get("config", {})
     jets, tok, gen, tag = s["jets"], s["tokens"], s["generated"], s["tagging"]
+
+    def pair(key, a, b, digits, unit=""):
+        return f"{fmt(a[key], digits)} / {fmt(b[key], digits)}{unit}"
+
     L = ["# OmniJet-α demo report", "",
          f"{'Quick run (tiny sizes, for tests): numbers are not meaningful. ' if cfg.get('quick') else ''}"
          f"Pythia8 jets: {jets['top']['jets']} top + {jets['qcd']['jets']} QCD (seed {cfg.get('seed')}); packaged "
          f"generative model `{gen['checkpoint']}` (tokenizer: {tok['codebook_size']} codes; backbone: "
          + ", ".join(f"{k} {v}" for k, v in gen["backbone"].items()) + ").", ""]
-    L += ["## Key figures", "", "| figure | value |", "|---|---|",
-          f"| codebook usage (test jets) | {tok['code_usage']:.1%} of {tok['codebook_size']} codes, perplexity {tok['perplexity']:.0f} |"]
+    key = [["codebook usage (test jets)", f"{fmt(100 * tok['code_usage'], 1)}% of {tok['codebook_size']} codes, "
+                                          f"perplexity {fmt(tok['perplexity'], 0)}"]]
     for c, name in (("top", "top"), ("qcd", "QCD")):
         d = tok["classes"][c]
-        L.append(f"| jet-mass resolution, {name} (std / 68% half-width / bias of m_tok − m) | "
-                 f"{d['mass_std_GeV']:.1f} / {d['mass_iqr68_GeV']:.1f} / {d['mass_bias_GeV']:+.1f} GeV |")
-    L += [f"| median jet mass, Pythia top / QCD (all jets) | {jets['top']['median_mass_GeV']:.1f} / {jets['qcd']['median_mass_GeV']:.1f} GeV |",
-          f"| median multiplicity, Pythia top / QCD (all jets) | {jets['top']['median_multiplicity']:.0f} / {jets['qcd']['median_multiplicity']:.0f} |"]
-    gt, gq = gen.get("top_tagged", {}), gen.get("qcd_tagged", {})
+        key.append([f"jet-mass resolution, {name} (std / 68% half-width / bias of m_tok − m)",
+                    f"{fmt(d['mass_std_GeV'], 1)} / {fmt(d['mass_iqr68_GeV'], 1)} / "
+                    f"{pm(d['mass_bias_GeV'], None, 1, sign=True)} GeV"])
+    key += [["median jet mass, Pythia top / QCD (all jets)", pair("median_mass_GeV", jets["top"], jets["qcd"], 1, " GeV")],
+            ["median multiplicity, Pythia top / QCD (all jets)",
+             pair("median_multiplicity", jets["top"], jets["qcd"], 0)]]
     tt = tok.get("test_jets_tokenized")
     if tt:
-        L += [f"| Pythia test jets, tokenized: median mass top / QCD | {tt['top']['median_mass_GeV']:.1f} / "
-              f"{tt['qcd']['median_mass_GeV']:.1f} GeV |",
-              f"| Pythia test jets, tokenized: median multiplicity top / QCD | {tt['top']['median_multiplicity']:.0f} / "
-              f"{tt['qcd']['median_multiplicity']:.0f} |"]
-    L += [f"| generated jets: median mass / multiplicity (all {gen['jets']}) | {gen['median_mass_GeV']:.1f} GeV / {gen['median_multiplicity']:.0f} |"]
+        key += [["Pythia test jets, tokenized: median mass top / QCD",
+                 pair("median_mass_GeV", tt["top"], tt["qcd"], 1, " GeV")],
+                ["Pythia test jets, tokenized: median multiplicity top / QCD",
+                 pair("median_multiplicity", tt["top"], tt["qcd"], 0)]]
+    key.append([f"generated jets: median mass / multiplicity (all {gen['jets']})",
+                f"{fmt(gen['median_mass_GeV'], 1)} GeV / {fmt(gen['median_multiplicity'], 0)}"])
+    gt, gq = gen.get("top_tagged", {}), gen.get("qcd_tagged", {})
     if gt:
-        L += [f"| generated top-tagged ({gt['jets']}) / QCD-tagged ({gq['jets']}): median mass | "
-              f"{fmt(gt['median_mass_GeV'], 1)} / {fmt(gq['median_mass_GeV'], 1)} GeV |",
-              f"| generated top-tagged / QCD-tagged: median multiplicity | {fmt(gt['median_multiplicity'], 0)} / "
-              f"{fmt(gq['median_multiplicity'], 0)} |"]
-    L += ["", "## Tagging: fine-tuned vs from scratch", "",
+        key += [[f"generated top-tagged ({gt['jets']}) / QCD-tagged ({gq['jets']}): median mass",
+                 pair("median_mass_GeV", gt, gq, 1, " GeV")],
+                ["generated top-tagged / QCD-tagged: median multiplicity", pair("median_multiplicity", gt, gq, 0)]]
+    L += ["## Key figures", "", markdown_table(["figure", "value"], key)]
+    L += ["## Tagging: fine-tuned vs from scratch", "",
           f"Test set: {tag['results'][0]['test_jets'] if tag['results'] else 0} jets (half top, half QCD). Each run: "
           f"{tag['epochs']} epochs, batch size {tag['batch_size']}, AdamW, learning rates "
           f"{', '.join(f'{lr:g}' for lr in cfg.get('lrs', []))} (same grid for every mode; the one with the best "
@@ -616,4 +562,4 @@ def run_demo(config: DemoConfig, out=sys.stdout) -> dict:
 
 
 __all__ = ["DemoConfig", "Demo", "DemoError", "OutputExistsError", "quick_config", "run_demo", "check_output",
-           "repo_configs", "roc_auc", "jet_masses", "summary_markdown", "MODES", "MARKER"]
+           "repo_configs", "roc_auc", "summary_markdown", "MODES", "MARKER"]

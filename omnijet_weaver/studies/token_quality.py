@@ -26,15 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.reconstruction import (
-    RESOLUTION_OBSERVABLES,
-    codebook_usage,
-    load_jets,
-    reconstruct,
-    resolutions,
-    token_spread,
-)
-from ..evaluation.report import ReportFolder, fmt, markdown_table, pm, write_json, write_text
+from ..constants import ANGLE_CUT, ETA_PHI_SCALE
+from ..evaluation.reconstruction import RESOLUTION_OBSERVABLES, load_jets, reconstruct, resolutions, token_spread
+from ..evaluation.report import ReportFolder, fmt, markdown_table, mean_std, pm, write_json, write_text
+from ..models.quantizer import codebook_usage
 
 MARKER = ".omnijet-weaver-token-quality"
 #: Axis labels and histogram ranges of the jet observables.
@@ -89,13 +84,10 @@ class TokenQualityConfig:
 
 
 def default_data_config() -> str:
-    """The repository's ``data_configs/qg_top.yaml`` (next to the installed package)."""
-    import omnijet_weaver
+    """The shipped ``qg_top.yaml`` data config (:func:`omnijet_weaver.weaver.configs.data_config`)."""
+    from ..weaver.configs import data_config
 
-    path = Path(omnijet_weaver.__file__).resolve().parents[1] / "data_configs" / "qg_top.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no --data-config given and {path} does not exist: name a weaver data config")
-    return str(path)
+    return str(data_config("qg_top"))
 
 
 def load_tokenizer_spec(spec: str):
@@ -204,7 +196,8 @@ class TokenQuality:
 
     # -- information loss ----------------------------------------------------------------------------------------
     def information_loss(self, sample, recs) -> dict:
-        """Per classifier: test accuracy and AUC, mean and std over seeds, on original and each reconstruction."""
+        """Per classifier: test accuracy and AUC, mean and sample std over seeds
+        (:func:`~omnijet_weaver.evaluation.report.mean_std`), on the original constituents and each reconstruction."""
         from ..evaluation.classifiers import split_indices, train_classifier
 
         cfg = self.cfg
@@ -224,11 +217,12 @@ class TokenQuality:
                     runs[name].append({"seed": seed, **r.as_dict(), "seconds": time.perf_counter() - start})
                     self.say(f"  {model} on {name}, seed {seed}: test accuracy {r.accuracy:.4f}, AUC {r.auc:.4f} "
                              f"(best epoch {r.best_epoch} of {r.epochs_run})")
-            out[model] = {name: {"accuracy_mean": float(np.mean([x["accuracy"] for x in v])),
-                                 "accuracy_std": float(np.std([x["accuracy"] for x in v])),
-                                 "auc_mean": float(np.mean([x["auc"] for x in v])),
-                                 "auc_std": float(np.std([x["auc"] for x in v])), "runs": v}
-                          for name, v in runs.items()}
+            out[model] = {}
+            for name, v in runs.items():
+                acc, acc_std = mean_std([x["accuracy"] for x in v])
+                auc, auc_std = mean_std([x["auc"] for x in v])
+                out[model][name] = {"accuracy_mean": acc, "accuracy_std": acc_std, "auc_mean": auc, "auc_std": auc_std,
+                                    "runs": v}
         return out
 
     # -- figures -------------------------------------------------------------------------------------------------
@@ -271,11 +265,14 @@ class TokenQuality:
             ncol = len(spreads)
             fig, axes = new_figure(1, figsize=(6 * ncol, 6), sharex=False, ncols=ncol)
             for ax, (name, (every, spread)) in zip(axes, spreads.items()):
-                ax.scatter(every[:, 1] / 3, every[:, 0] / 3, s=2, color="0.8", label="each used token once", rasterized=True)
+                # features (ETA_PHI_SCALE eta_rel, ETA_PHI_SCALE phi_rel, ...) -> the angles themselves
+                ax.scatter(every[:, 1] / ETA_PHI_SCALE, every[:, 0] / ETA_PHI_SCALE, s=2, color="0.8",
+                           label="each used token once", rasterized=True)
                 for i, pts in enumerate(spread):
-                    ax.scatter(pts[:, 1] / 3, pts[:, 0] / 3, s=3, alpha=0.5, color=COLORS[i % len(COLORS)], rasterized=True)
-                ax.set_xlim(-0.8, 0.8)
-                ax.set_ylim(-0.8, 0.8)
+                    ax.scatter(pts[:, 1] / ETA_PHI_SCALE, pts[:, 0] / ETA_PHI_SCALE, s=3, alpha=0.5,
+                               color=COLORS[i % len(COLORS)], rasterized=True)
+                ax.set_xlim(-ANGLE_CUT, ANGLE_CUT)
+                ax.set_ylim(-ANGLE_CUT, ANGLE_CUT)
                 ax.set_xlabel(r"$\phi^{rel}$")
                 ax.set_title(name, fontsize="medium")
             axes[0].set_ylabel(r"$\eta^{rel}$")
@@ -306,7 +303,7 @@ def summary_markdown(s: dict) -> str:
     if s.get("information_loss"):
         lines += ["## Information loss", "",
                   "Test accuracy (AUC) of multi-class classifiers trained on each version of the same jets "
-                  "(same split; mean ± std over seeds).", ""]
+                  "(same split; mean ± sample std over seeds).", ""]
         models = list(s["information_loss"])
         rows = []
         for name in s["information_loss"][models[0]]:

@@ -17,36 +17,34 @@ checkpoint tags the ``--test`` jets.
 The output folder holds ``results.json`` (every run), ``summary.md`` (mean ± std over seeds per mode and number
 of labels, and the fine-tuned − from-scratch accuracy difference), ``accuracy.png/.pdf``, ``auc.png/.pdf``,
 ``commands.sh`` (the weaver command lines) and ``logs/``. It is built in a hidden sibling folder and renamed at
-the end; the jets, checkpoints and predictions (``data/``) are deleted unless ``keep_data``.
+the end (a failed study keeps the hidden folder, with its logs, and says where); the jets, checkpoints and
+predictions (``data/``) are deleted unless ``keep_data``. ``summary.md`` is rendered from ``results.json`` alone.
+The report folder, the stage timer and the weaver command lines are shared with the demo
+(:mod:`omnijet_weaver.studies.base`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import math
 import os
-import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..evaluation.classifiers import roc_auc
-from ..evaluation.report import check_report_folder, fmt, markdown_table, pm, write_json, write_text
+from ..evaluation.report import fmt, markdown_table, mean_std, pm
+from ..io.pythia import split_evenly
+from ..models.gpt import BACKBONE_OPTIONS
 from ..weaver.runner import (
     MODES,
     WeaverJob,
     WeaverRunError,
-    WeaverRunner,
-    publish_when_done,
     read_class_predictions,
-    read_training_log,
-    repo_configs,
-    weaver_executable,
 )
+from .base import WeaverStudy, training_cost, validation_tiling
 
 #: Learning rate (AdamW) per mode. The demo's grid (1e-4, 1e-3; 10 epochs, 100 and 1000 labels, Pythia top vs
 #: QCD) preferred 1e-4 for fine-tuning the whole model and 1e-3 for a fresh backbone or the head alone.
@@ -55,8 +53,6 @@ DEFAULT_LRS = {"finetune": 1e-4, "scratch": 1e-3, "frozen": 1e-3}
 MARKER = ".omnijet-weaver-transfer"
 #: Seed of the random subset of the test jets taken with ``max_test_jets`` (the same for every run).
 TEST_SUBSET_SEED = 20240
-#: Batch size of the weaver --predict runs.
-PREDICT_BATCH = 256
 
 
 @dataclasses.dataclass
@@ -157,24 +153,6 @@ def load_data_config(path):
     return cfg
 
 
-def _selection_inputs(cfg, file_branches) -> tuple[list, dict]:
-    """(file branches, new-variable formulas) needed to evaluate the data config's selection."""
-    from weaver.utils.data.eval_utils import _get_data_var_names
-
-    if not cfg.selection:
-        return [], {}
-    funcs, branches, todo = {}, set(), list(_get_data_var_names(cfg.selection))
-    while todo:
-        name = todo.pop()
-        if name in file_branches:
-            branches.add(name)
-        elif name in cfg.var_funcs and name not in funcs:
-            funcs[name] = cfg.var_funcs[name]
-            todo += list(_get_data_var_names(cfg.var_funcs[name]))
-    ordered = {k: v for k, v in cfg.var_funcs.items() if k in funcs}  # definition order: dependencies first
-    return sorted(branches), ordered
-
-
 def _tree_name(path) -> str:
     from ..io.files import root_tree_kinds
 
@@ -200,10 +178,9 @@ class Jets:
 def scan_jets(files, cfg) -> Jets:
     """Class of every jet of ``files`` after the data config's selection (reads only the label and selection
     branches), and the branches all files share (their counter branches left out: the writer makes its own)."""
-    import awkward as ak
     import uproot
-    from weaver.utils.data.eval_utils import _eval_expr
-    from weaver.utils.data.preprocess import _build_new_variables
+
+    from ..weaver.dataset import selected_classes
 
     labels = list(cfg.label_value)
     classes, offsets, common = [], [0], None
@@ -214,15 +191,8 @@ def scan_jets(files, cfg) -> Jets:
             counters = {tree[b].count_branch.name for b in names if getattr(tree[b], "count_branch", None) is not None}
             kept = [b for b in names if b not in counters]
             common = kept if common is None else [b for b in common if b in kept]
-            sel_branches, funcs = _selection_inputs(cfg, set(names))
-            table = tree.arrays(sorted(set(labels) | set(sel_branches)))
-        onehot = np.stack([ak.to_numpy(table[n]).astype(np.float64) for n in labels], axis=1)
-        ok = ((onehot == 1).sum(axis=1) == 1) & ((onehot == 0).sum(axis=1) == len(labels) - 1)
-        if cfg.selection:
-            _build_new_variables(table, funcs)
-            ok &= ak.to_numpy(ak.values_astype(_eval_expr(cfg.selection, table), bool))
-        classes.append(np.where(ok, np.argmax(onehot, axis=1), -1))
-        offsets.append(offsets[-1] + len(onehot))
+        classes.append(selected_classes([path], cfg))
+        offsets.append(offsets[-1] + len(classes[-1]))
     return Jets([os.fspath(p) for p in files], np.asarray(offsets), np.concatenate(classes), labels, common)
 
 
@@ -252,11 +222,6 @@ def load_jets(jets: Jets, index) -> dict:
     return {k: (ak.to_numpy(table[k]) if table[k].ndim == 1 else table[k]) for k in table.fields}
 
 
-def class_shares(n: int, n_classes: int) -> list[int]:
-    """Balanced split of ``n`` labelled jets over the classes (the first ``n % n_classes`` classes get one more)."""
-    return [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
-
-
 def draw_subsets(classes, n_classes: int, labels, val_jets: int, seed: int) -> dict:
     """The validation jets and the labelled jets of one seed, as sorted global indices.
 
@@ -271,7 +236,7 @@ def draw_subsets(classes, n_classes: int, labels, val_jets: int, seed: int) -> d
         order = rng.permutation(np.flatnonzero(classes == c))
         val.append(order[:val_jets])
         for n in labels:
-            labelled[n].append(order[val_jets:val_jets + class_shares(n, n_classes)[c]])
+            labelled[n].append(order[val_jets:val_jets + split_evenly(n, n_classes)[c]])
     return {"val": np.sort(np.concatenate(val)),
             "labelled": {n: np.sort(np.concatenate(v)) for n, v in labelled.items()}}
 
@@ -289,7 +254,7 @@ def check_pool(jets: Jets, labels, val_jets: int) -> dict:
                          f"jet per class), got {list(labels)}")
     found = jets.counts()
     n_max = max(labels)
-    shares = class_shares(n_max, len(jets.label_names))
+    shares = split_evenly(n_max, len(jets.label_names))
     short = [(name, val_jets + shares[c], found[name]) for c, name in enumerate(jets.label_names)
              if found[name] < val_jets + shares[c]]
     if short:
@@ -304,14 +269,6 @@ def check_pool(jets: Jets, labels, val_jets: int) -> dict:
 # --------------------------------------------------------------------------------------------------------
 # statistics
 # --------------------------------------------------------------------------------------------------------
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; NaN with fewer than two values) of the finite values."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if not len(v):
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
 
 def class_metrics(truth, scores) -> tuple[float, float]:
@@ -354,21 +311,25 @@ def summarize(runs: list, modes, labels) -> dict:
 # --------------------------------------------------------------------------------------------------------
 
 
-class TransferStudy:
-    """One study (see the module docstring). ``run()`` returns the results dict (also in results.json)."""
+class TransferStudy(WeaverStudy):
+    """One study (see the module docstring). ``run()`` returns the results (as written to results.json)."""
+
+    marker = MARKER
+    kind = "omnijet-weaver-transfer study"
+    stages = ("labelled and validation jets", "test jets", "tag (weaver)", "report")
+    summary_file = "results.json"
+    commands_comment = (
+        "The weaver command lines of this transfer study (paths as they were during the run; the jets,",
+        "checkpoints and predictions are in data/ only with --keep-data). Each training is followed by",
+        "its prediction with the best epoch's checkpoint.")
 
     def __init__(self, config: TransferConfig, out=sys.stdout):
         from ..evaluation.plots import require_matplotlib
         from ..weaver.dataset import check_branches, check_files
 
-        config.check()
-        self.cfg = config
-        self.out = out
-        self.output = check_report_folder(config.output, MARKER, config.overwrite,
-                                          kind="omnijet-weaver-transfer study")
-        configs = repo_configs()
-        self.network = configs["network"]
-        self.data_config = Path(config.data_config).expanduser().absolute() if config.data_config else configs["data"]
+        super().__init__(config, out)
+        if config.data_config:
+            self.data_config = Path(config.data_config).expanduser().absolute()
         if not self.data_config.is_file():
             raise FileNotFoundError(f"data config {str(self.data_config)!r} does not exist")
         self.dc = load_data_config(self.data_config)
@@ -386,17 +347,11 @@ class TransferStudy:
         if overlap:
             raise ValueError(f"{', '.join(overlap)} is both in --train and in --test: the test jets must be others")
         self.pretrained = self._check_pretrained(config.pretrained)
-        weaver_executable()
         require_matplotlib()
-        self.work = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
-        self.data = self.work / "data"
-        self.logs = self.work / "logs"
-        self.commands = []
         self.runs = []
-        self._t0 = None
 
     def _check_pretrained(self, path):
-        """The --pretrained checkpoint (None: the packaged one), loaded once to check it and to read the sizes
+        """The --checkpoint generative checkpoint (None: the packaged one), loaded once to check it and to read the sizes
         a from-scratch tagger of the same architecture needs."""
         from ..models.generative import load_generative
         from ..models.packaged import packaged_path
@@ -407,25 +362,17 @@ class TransferStudy:
             return None
         path = os.path.abspath(os.fspath(path))
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--pretrained {path!r} does not exist")
+            raise FileNotFoundError(f"--checkpoint {path!r} does not exist")
         try:
             gpt = load_generative(path)
         except Exception as err:
-            raise ValueError(f"--pretrained {path!r} is no generative checkpoint ({type(err).__name__}: "
+            raise ValueError(f"--checkpoint {path!r} is no generative checkpoint ({type(err).__name__}: "
                              f"{err})") from None
-        self.sizes = {k: gpt.config[k] for k in ("embed_dim", "num_blocks", "num_heads", "ff_dim")}
+        self.sizes = {k: gpt.config[k] for k in BACKBONE_OPTIONS}
         return path
 
-    # -- helpers ------------------------------------------------------------------------------------------------
-    def say(self, message: str) -> None:
-        print(message, file=self.out, flush=True)
-
-    def shown(self, path) -> str:
-        """A path as the user will find it: inside the final study folder."""
-        return str(path).replace(str(self.work), str(self.output), 1)
-
     def mode_options(self, mode: str) -> list:
-        """weaver ``-o`` options of a mode, with the ``--pretrained`` checkpoint."""
+        """weaver ``-o`` options of a mode, with the ``--checkpoint`` generative checkpoint."""
         if self.pretrained is None:
             return list(MODES[mode][1])
         if mode == "scratch":  # the same tokenizer and sizes as the checkpoint, fresh backbone
@@ -434,31 +381,27 @@ class TransferStudy:
         opts = ["-o", "pretrained", repr(self.pretrained)]
         return opts + (["-o", "freeze_backbone", "True"] if mode == "frozen" else [])
 
-    def _common(self) -> list:
-        return ["--data-config", self.data_config, "--network-config", self.network, "--gpus", "", "--num-workers", "0"]
-
     # -- the run ------------------------------------------------------------------------------------------------
-    def run(self) -> dict:
-        self._t0 = time.perf_counter()
+    def headline(self) -> str:
         cfg = self.cfg
-        self.say(f"omnijet-weaver transfer study -> {self.output}: modes {', '.join(cfg.modes)}; labels "
-                 f"{', '.join(map(str, cfg.labels))}; seeds {', '.join(map(str, cfg.seeds))}")
-        pool = scan_jets(self.train_files, self.dc)
-        found = check_pool(pool, cfg.labels, cfg.val_jets)  # before any file is written
-        self.say(f"    pool: {len(pool.classes)} jets in {len(pool.files)} file(s), after the data config's selection "
-                 + ", ".join(f"{k} {v}" for k, v in found.items()))
-        self.work.mkdir(parents=True)
-        self.data.mkdir()
-        self.logs.mkdir()
-        (self.work / MARKER).write_text(
-            f"omnijet-weaver-transfer study, {datetime.datetime.now().isoformat(timespec='seconds')}\n")
-        with publish_when_done(self.work, self.output, self.data, cfg.keep_data, self.say, "study"):
-            subsets = self.write_jets(pool)
-            test = self.test_set()
-            self.train_and_predict(subsets, test)
-            self.report(pool, subsets, test)
-        self.say(f"done in {time.perf_counter() - self._t0:.1f} s: {self.output / 'summary.md'}")
-        return self.results
+        return (f"omnijet-weaver transfer study -> {self.output}: modes {', '.join(cfg.modes)}; labels "
+                f"{', '.join(map(str, cfg.labels))}; seeds {', '.join(map(str, cfg.seeds))}")
+
+    def prepare(self) -> None:
+        """The classes of the pool's jets, checked before any file is written."""
+        self.pool = scan_jets(self.train_files, self.dc)
+        found = check_pool(self.pool, self.cfg.labels, self.cfg.val_jets)
+        self.say(f"    pool: {len(self.pool.classes)} jets in {len(self.pool.files)} file(s), after the data config's "
+                 f"selection " + ", ".join(f"{k} {v}" for k, v in found.items()))
+
+    def build(self) -> None:
+        subsets = self.stage("labelled and validation jets", lambda: self.write_jets(self.pool))
+        test = self.stage("test jets", self.test_set)
+        self.stage("tag (weaver)", lambda: self.train_and_predict(subsets, test))
+        self.stage("report", lambda: self.report(self.pool, subsets, test))
+
+    def markdown(self, summary: dict) -> str:
+        return summary_markdown(summary)
 
     def write_jets(self, pool: Jets) -> dict:
         """Draw and write every seed's labelled and validation jets; returns ``{seed: {"val", "labelled",
@@ -503,15 +446,10 @@ class TransferStudy:
 
     def train_and_predict(self, subsets: dict, test: dict) -> None:
         cfg = self.cfg
-        concurrent = cfg.n_workers
-        threads = max(1, (os.cpu_count() or 1) // concurrent)
-        runner = WeaverRunner(concurrent, threads, cwd=self.data, display=self.shown)
+        runner = self.runner()
         n_classes = len(self.label_names)
         n_val = cfg.val_jets * n_classes
-        # weaver's validation cycles through the jets: batches that tile them exactly, so that every epoch sees
-        # each validation jet once
-        val_steps = next((k for k in range(math.ceil(n_val / 512), n_val + 1) if n_val % k == 0), 1)
-        val_batch = n_val // val_steps
+        val_batch, val_steps = validation_tiling(n_val)
         es = ["-o", "early_stopping", cfg.patience] if cfg.patience else []
         jobs, info = [], {}
         for seed in cfg.seeds:
@@ -525,25 +463,19 @@ class TransferStudy:
                     lr = float(cfg.lrs[mode])
                     # the same network options for the training and the prediction, as weaver users do
                     opts = [*self.mode_options(mode), "-o", "seed", seed, *es]
-                    train = ["--data-train", files[n], "--data-val", files["val"], *self._common(), *opts,
-                             "--model-prefix", prefix,
-                             "--in-memory", "--fetch-step", "1", "--batch-size", batch, "--num-epochs", cfg.epochs,
-                             "--steps-per-epoch", steps, "--batch-size-val", val_batch, "--steps-per-epoch-val",
-                             val_steps, "--optimizer", "adamw", "--start-lr", f"{lr:g}", "--lr-scheduler",
-                             "flat+decay", "--auto-clean"]
+                    train = self.train_args([files[n]], [files["val"]], opts, prefix, batch_size=batch,
+                                            epochs=cfg.epochs, steps=steps, val_tiling=(val_batch, val_steps), lr=lr)
                     pred = self.data / "predictions" / f"{name}.root"
-                    predict = ["--predict", "--data-test", *test["files"], *self._common(), *opts,
-                               "--model-prefix", f"{prefix}_best_epoch_state.pt", "--batch-size", PREDICT_BATCH,
-                               "--predict-output", pred]
+                    predict = self.predict_args(test["files"], opts, prefix, pred)
                     label = f"{MODES[mode][0]}, {n} labels, seed {seed}"
-                    cost = cfg.epochs * (steps * batch * (0.4 if mode == "frozen" else 1.0) + n_val / 2) + 400
+                    cost = training_cost(cfg.epochs, steps, batch, n_val, mode)
                     job = WeaverJob(f"train {label}", train, self.logs / f"train_{name}.log", cost,
                                     then=[WeaverJob(f"predict {label}", predict, self.logs / f"predict_{name}.log")])
                     jobs.append(job)
                     info[id(job)] = {"mode": mode, "mode_label": MODES[mode][0], "labels": n, "seed": seed, "lr": lr,
                                      "batch_size": batch, "steps_per_epoch": steps, "max_epochs": cfg.epochs,
                                      "patience": cfg.patience, "prediction": pred,
-                                     "labelled_jets_per_class": dict(zip(self.label_names, class_shares(n, n_classes))),
+                                     "labelled_jets_per_class": dict(zip(self.label_names, split_evenly(n, n_classes))),
                                      "labelled_jets_sha1": fingerprint(subsets[seed]["labelled"][n]),
                                      "validation_jets_sha1": fingerprint(subsets[seed]["val"])}
         self.commands = [["weaver", *a.args] for j in jobs for a in (j, *j.then)]
@@ -551,8 +483,8 @@ class TransferStudy:
         total = len(jobs)
         self.say(f"    {total} weaver trainings (up to {cfg.epochs} epochs each, "
                  + (f"early stopping with patience {cfg.patience}" if cfg.patience else "no early stopping")
-                 + f"), each followed by weaver --predict; {concurrent} at a time with {threads} thread(s) each; "
-                 f"logs in {self.shown(self.logs)}")
+                 + f"), each followed by weaver --predict; {runner.concurrent} at a time with {runner.threads} "
+                 f"thread(s) each; logs in {self.logs}")
 
         def done(job):
             run = self.collect(job, info[id(job)])
@@ -568,27 +500,18 @@ class TransferStudy:
         self.runs.sort(key=lambda r: order[(r["mode"], r["labels"], r["seed"])])
 
     def collect(self, job: WeaverJob, info: dict) -> dict:
-        """One run's record from its weaver logs and predictions."""
-        from ..weaver.early_stopping import parse_log
-
+        """One run's record from its training history (``<prefix>_history.jsonl``) and predictions."""
         log = job.log
-        parsed = read_training_log(log)
-        accs, epochs_run = parsed.val_accuracies, parsed.trained_epochs
-        if epochs_run < 1 or len(parsed.val_losses) != epochs_run:
-            raise WeaverRunError(f"weaver ({job.name}) logged {len(parsed.val_losses)} validation passes for "
-                                 f"{epochs_run} trained epochs; see {self.shown(log)}")
-        if info["patience"]:
-            es = parse_log(parsed.text)
-            if len(es["losses"]) != epochs_run:
-                raise WeaverRunError(f"weaver ({job.name}): the early-stopping hook logged {len(es['losses'])} of "
-                                     f"{epochs_run} epochs; see {self.shown(log)}")
-            val_losses = [es["losses"][e] for e in sorted(es["losses"])]
-            best_epoch = es["best_epoch"]
-            stopped = bool(es["skipped"])
-        else:  # weaver's own choice: the first epoch with the highest validation accuracy
-            val_losses = parsed.val_losses
-            best_epoch = int(np.argmax(parsed.val_metrics))
-            stopped = False
+        history = job.history()
+        trained = [r for r in history if not r["skipped"]]  # early stopping skips only the last epochs
+        epochs_run = len(trained)
+        if epochs_run < 1 or any(r["train"] is None or r["val"] is None for r in trained):
+            raise WeaverRunError(f"weaver ({job.name}): its history {self.shown(job.model_prefix)}_history.jsonl "
+                                 f"holds {epochs_run} trained epochs, not all of them validated; see {self.shown(log)}")
+        val_losses = [r["val"]["loss"] for r in trained]
+        accs = [r["val"]["accuracy"] for r in trained]
+        best_epoch = history[-1]["best_epoch"]  # weaver's (with early stopping: the lowest validation loss)
+        stopped = epochs_run < len(history)
         truth, scores = read_class_predictions(info["prediction"], self.label_names)
         acc, auc = class_metrics(truth, scores)
         run = {k: v for k, v in info.items() if k != "prediction"}
@@ -607,7 +530,7 @@ class TransferStudy:
         cfg = self.cfg
         summary = summarize(self.runs, cfg.modes, cfg.labels)
         test_jets = sorted({r["test_jets"] for r in self.runs})
-        self.results = {
+        self.summary = {
             "config": {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "test", "output")},
                        "train": self.train_files, "test": self.test_files, "output": str(self.output),
                        "data_config": str(self.data_config),
@@ -633,17 +556,8 @@ class TransferStudy:
         figs = {"accuracy": plots.metric_vs_labels(self.work / "accuracy", by_mode("accuracy"), ylabel="test accuracy",
                                                    title=title),
                 "auc": plots.metric_vs_labels(self.work / "auc", by_mode("auc"), ylabel="test ROC AUC", title=title)}
-        self.results["figures"] = {k: [p.name for p in v] for k, v in figs.items()}
-        self.results["total_seconds"] = time.perf_counter() - self._t0
-        lines = ["#!/usr/bin/env bash",
-                 "# The weaver command lines of this transfer study (paths as they were during the run; the jets,",
-                 "# checkpoints and predictions are in data/ only with --keep-data). Each training is followed by",
-                 "# its prediction with the best epoch's checkpoint.", ""]
-        lines += [shlex.join([self.shown(c) if os.path.isabs(str(c)) else str(c) for c in cmd])
-                  for cmd in self.commands]
-        write_text(self.work / "commands.sh", "\n".join(lines) + "\n")
-        write_json(self.work / "results.json", _finite(self.results))  # NaN -> null: strict JSON
-        write_text(self.work / "summary.md", summary_markdown(self.results))
+        self.summary["figures"] = {k: [p.name for p in v] for k, v in figs.items()}
+        self.write_commands()
         for r in summary["table"]:
             self.say(f"    {r['mode_label']:>14}, {r['labels']:>6} labels: accuracy "
                      f"{pm(r['accuracy_mean'], r['accuracy_std'])}, "
@@ -653,19 +567,9 @@ class TransferStudy:
                      f"{pm(d['accuracy_points_mean'], d['accuracy_points_std'], 1, sign=True)} accuracy points")
 
 
-def _finite(x):
-    """``x`` with NaN and infinite floats replaced by None (results.json stays strict JSON)."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, (float, np.floating)) and not math.isfinite(x):
-        return None
-    return x
-
-
 def summary_markdown(res: dict) -> str:
-    """``summary.md`` from the results dict."""
+    """``summary.md`` from the results as written to results.json (nothing else: every number shown is one of
+    the JSON; a missing one, null, is shown as "–")."""
     cfg = res["config"]
     runs = res["runs"]
     lrs = ", ".join(f"{MODES[m][0]} {cfg['lrs'][m]:g}" for m in cfg["modes"])
@@ -695,7 +599,7 @@ def summary_markdown(res: dict) -> str:
               markdown_table(["mode", "labelled jets", "seeds", "− from scratch [points]", "per seed"],
                              [[d["mode_label"], d["labels"], d["seeds"],
                                pm(d["accuracy_points_mean"], d["accuracy_points_std"], 1, sign=True),
-                               ", ".join(f"{v:+.1f}" for v in d["accuracy_points_per_seed"].values())]
+                               ", ".join(pm(v, None, 1, sign=True) for v in d["accuracy_points_per_seed"].values())]
                               for d in res["accuracy_difference_to_scratch"]])]
     L += ["## Figures", "", "![accuracy](accuracy.png)", "", "![auc](auc.png)", "",
           "<details><summary>all runs</summary>", "",
@@ -716,5 +620,5 @@ def run_transfer(config: TransferConfig, out=sys.stdout) -> dict:
     return TransferStudy(config, out=out).run()
 
 
-__all__ = ["TransferConfig", "TransferStudy", "run_transfer", "draw_subsets", "class_shares", "scan_jets",
+__all__ = ["TransferConfig", "TransferStudy", "run_transfer", "draw_subsets", "scan_jets",
            "load_jets", "check_pool", "summarize", "summary_markdown", "DEFAULT_LRS", "MARKER"]

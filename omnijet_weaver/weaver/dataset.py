@@ -12,6 +12,7 @@ import awkward as ak
 import numpy as np
 from torch.utils.data import DataLoader
 
+from ..constants import TOKEN_COLUMN
 from ..errors import InputFileError  # noqa: F401 (re-exported)
 
 
@@ -35,7 +36,7 @@ def check_files(files) -> list[str]:
                 found = ", ".join(f"{k} ({v})" for k, v in kinds.items()) or "nothing"
                 raise InputFileError(
                     f"input file {f!r} holds no TTree (found {found}); weaver reads TTrees only: convert it "
-                    f"with `omnijet-weaver-convert {f} <out.root>`"
+                    f"with `omnijet-weaver-convert {f} --output <out.root>`"
                 )
     return files
 
@@ -125,8 +126,63 @@ def tokenize_files(tokenizer, data_config, files, device="cpu", batch_size=512, 
                 observers.setdefault(k, []).append(np.asarray(v))
     if not tokens:
         raise ValueError("no jets were read: check the files and the data config's selection")
-    columns = {"tokens": ak.concatenate(tokens)}
+    columns = {TOKEN_COLUMN: ak.concatenate(tokens)}
     if labels:
         columns["label"] = np.concatenate(labels).astype(np.int64)
     columns.update({k: np.concatenate(v) for k, v in observers.items()})
     return ak.zip(columns, depth_limit=1)
+
+
+def _selection_inputs(data_config, file_branches) -> tuple[list, dict]:
+    """(file branches, new-variable formulas in definition order) that the data config's selection reads."""
+    from .compat import data_var_names
+
+    if not data_config.selection:
+        return [], {}
+    funcs, branches, todo = {}, set(), data_var_names(data_config.selection)
+    while todo:
+        name = todo.pop()
+        if name in file_branches:
+            branches.add(name)
+        elif name in data_config.var_funcs and name not in funcs:
+            funcs[name] = data_config.var_funcs[name]
+            todo += data_var_names(data_config.var_funcs[name])
+    ordered = {k: v for k, v in data_config.var_funcs.items() if k in funcs}  # dependencies first
+    return sorted(branches), ordered
+
+
+def selected_classes(files, data_config) -> np.ndarray:
+    """The class of every jet of the ROOT ``files`` (concatenated in file order), as weaver's data config sees
+    it: the index into ``data_config.label_value`` of the jet's one ``simple`` label branch that is 1 (the
+    others 0), or -1 for a jet without exactly one label or dropped by the config's ``selection`` (evaluated
+    with weaver's own expression functions and new variables). Reads only the label branches and those the
+    selection needs.
+
+    Args:
+        files: ROOT files (their first TTree).
+        data_config: a loaded weaver ``DataConfig`` with ``simple`` labels.
+    Returns:
+        int64 array (jets,).
+    """
+    import uproot
+
+    from ..io.files import root_tree_kinds
+    from .compat import build_new_variables, eval_expr
+
+    labels = list(data_config.label_value)
+    classes = []
+    for path in files:
+        trees = [k for k, v in root_tree_kinds(path).items() if v == "TTree"]
+        if not trees:
+            raise InputFileError(f"input file {os.fspath(path)!r} holds no TTree; weaver reads TTrees only")
+        with uproot.open(path) as f:
+            tree = f[trees[0]]
+            branches, funcs = _selection_inputs(data_config, set(tree.keys()))
+            table = tree.arrays(sorted(set(labels) | set(branches)))
+        onehot = np.stack([ak.to_numpy(table[n]).astype(np.float64) for n in labels], axis=1)
+        ok = ((onehot == 1).sum(axis=1) == 1) & ((onehot == 0).sum(axis=1) == len(labels) - 1)
+        if data_config.selection:
+            build_new_variables(table, funcs)
+            ok &= ak.to_numpy(ak.values_astype(eval_expr(data_config.selection, table), bool))
+        classes.append(np.where(ok, np.argmax(onehot, axis=1), -1).astype(np.int64))
+    return np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)

@@ -1,6 +1,14 @@
-"""Custom training and evaluation loops for weaver's ``get_train_fn`` / ``get_evaluate_fn`` hooks.
+"""Our training and evaluation hooks for weaver's ``get_train_fn`` / ``get_evaluate_fn``.
 
-They train any omnijet-weaver model whose ``forward`` returns a dict with a scalar ``loss`` and whose
+- :func:`train`, :func:`evaluate`: our own loops, for the VQ-VAE and the generative model (below);
+- :class:`TaggerLoops`: the tagger's, always: weaver's own ``train_classification`` / ``evaluate_classification``
+  (the regression pair with ``--regression-mode``) passed through, with the early stopping of
+  :mod:`omnijet_weaver.weaver.early_stopping` when ``-o early_stopping N`` is given.
+
+Every hook records its epoch in the run's history, ``<model-prefix>_history.jsonl``
+(:mod:`omnijet_weaver.weaver.history`).
+
+Our own loops train any omnijet-weaver model whose ``forward`` returns a dict with a scalar ``loss`` and whose
 ``batch_stats(out)`` returns ``{name: (sum, count)}`` for the per-epoch summary (e.g. reconstruction error,
 perplexity). Models may also define ``jet_scores(out)`` -> (B, k) numpy array, what ``--predict`` writes,
 and ``epoch_summary(stats)`` -> ``{name: value}`` to derive the logged figures from the
@@ -28,18 +36,12 @@ import numpy as np
 import torch
 import tqdm
 
+from ..errors import ConfigError
+from .compat import concat, weaver_loop
+from .early_stopping import EarlyStopping
+from .history import TrainingRun, learning_rate, unwrap
+
 _logger = logging.getLogger("weaver")
-
-
-def unwrap(model):
-    """The user's module inside DDP / DataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-            model = model.module
-        else:
-            return model
 
 
 def _autocast(extra_args, dev):
@@ -108,6 +110,8 @@ def _fmt(figures: dict) -> str:
 def train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_epoch=None, grad_scaler=None,
           tb_helper=None, extra_args=None):
     """One training epoch (weaver's ``train`` hook contract)."""
+    run = TrainingRun.of(model, extra_args)
+    lr = learning_rate(opt)
     model.train()
     core = unwrap(model)
     input_names = train_loader.dataset.config.input_names
@@ -156,12 +160,14 @@ def train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_
         tb_helper.write_scalars([(f"{k}/train (epoch)", v, epoch) for k, v in figures.items()])
     if scheduler and not getattr(scheduler, "_update_per_step", False):
         scheduler.step()
+    run.trained(epoch, figures, time.time() - start, lr)
     return figures
 
 
 def evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=None, steps_per_epoch=None,
              tb_helper=None, extra_args=None):
     """Validation (``for_training=True``) or prediction pass (weaver's ``evaluate`` hook contract)."""
+    start = time.time()
     model.eval()
     core = unwrap(model)
     data_config = test_loader.dataset.config
@@ -194,16 +200,131 @@ def evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=None, 
         mode = "eval" if for_training else "test"
         tb_helper.write_scalars([(f"{k}/{mode} (epoch)", v, epoch) for k, v in figures.items()])
     if for_training:
-        args = (extra_args or {}).get("args")
-        if getattr(args, "regression_mode", False):
-            return loss  # weaver picks the lowest
-        return math.exp(-loss)  # weaver picks the highest and starts from 0: keep it positive
-    from weaver.utils.data.tools import _concat
-
+        run = TrainingRun.of(model, extra_args)
+        # weaver picks the lowest with --regression-mode, else the highest, starting from 0: keep it positive
+        metric = loss if run.regression else math.exp(-loss)
+        run.validated(epoch, figures, metric, time.time() - start)
+        return metric
     return (
         loss,
         np.concatenate(scores),
-        {k: _concat(v) for k, v in labels.items()},
-        {k: _concat(v) for k, v in observers.items()},
+        {k: concat(v) for k, v in labels.items()},
+        {k: concat(v) for k, v in observers.items()},
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# the tagger: weaver's own loops, passed through
+# --------------------------------------------------------------------------------------------------------
+
+
+class LossRecorder:
+    """Wraps weaver's loss function and records, from the very numbers weaver's loops use, their epoch figures:
+    the training loss as weaver averages it (mean of the per-batch ``loss.item()``, ``Train AvgLoss``), the
+    validation loss (mean weighted by the batch size, ``Eval AvgLoss``) and, with ``accuracy``, the fraction of
+    jets whose highest logit is the label (``AvgAcc``). It returns weaver's loss tensor itself, draws no random
+    number and keeps the per-batch values on the device until the epoch's figures are asked for (no extra
+    host-device synchronisation), so weaver computes exactly what it computes without it, as fast."""
+
+    def __init__(self, loss_func, accuracy: bool = True):
+        self.loss_func = loss_func
+        self.accuracy = accuracy
+        self._batches = []  # (loss, batch size, correct) per batch; tensors still on the device
+
+    def __call__(self, output, label, *args, **kwargs):
+        loss = self.loss_func(output, label, *args, **kwargs)
+        correct = None
+        if self.accuracy:
+            with torch.no_grad():
+                _, preds = output.max(1)
+                correct = (preds == label).sum()
+        self._batches.append((loss.detach(), label.shape[0], correct))
+        return loss
+
+    def _figures(self, weighted: bool) -> dict:
+        # the same Python float sums in the same order as weaver's loops
+        total_loss, count, correct = 0, 0, 0
+        for loss, n, right in self._batches:
+            total_loss += loss.item() * n if weighted else loss.item()
+            count += n
+            correct += right.item() if right is not None else 0
+        norm = count if weighted else len(self._batches)
+        figures = {"loss": total_loss / norm if norm else float("nan")}
+        if self.accuracy:
+            figures["accuracy"] = correct / count if count else float("nan")
+        return figures
+
+    def train_figures(self) -> dict:
+        """``{"loss", "accuracy"}`` of a training epoch (weaver's ``Train AvgLoss``, ``AvgAcc``)."""
+        return self._figures(weighted=False)
+
+    def val_figures(self) -> dict:
+        """``{"loss", "accuracy"}`` of a validation pass (weaver's ``Eval AvgLoss``, ``AvgAcc``)."""
+        return self._figures(weighted=True)
+
+
+class TaggerLoops:
+    """The tagger's ``train`` / ``evaluate`` hooks: weaver's own loops (:func:`~omnijet_weaver.weaver.compat.
+    weaver_loop`), called with the same arguments in the same order, weaver's loss function passed through a
+    :class:`LossRecorder`; each epoch goes to the history. ``patience`` > 0 adds the early stopping on the
+    validation loss (:mod:`omnijet_weaver.weaver.early_stopping`); 0 leaves every number weaver computes, its
+    metric (the validation accuracy) and its best epoch as they are without hooks.
+
+    The object holds only ``patience``: the state of a run (history, early stopping) lives on the model
+    (:class:`~omnijet_weaver.weaver.history.TrainingRun`), as ``get_train_fn`` and ``get_evaluate_fn`` each make
+    their own :class:`TaggerLoops`."""
+
+    def __init__(self, patience: int = 0):
+        self.patience = int(patience)
+
+    def _early_stopping(self, run: TrainingRun):
+        return run.slot("early_stopping", lambda: EarlyStopping(self.patience)) if self.patience else None
+
+    def train(self, model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_epoch=None,
+              grad_scaler=None, tb_helper=None, extra_args=None):
+        run = TrainingRun.of(model, extra_args)
+        early = self._early_stopping(run)
+        lr, start = learning_rate(opt), time.time()
+        if early is not None and early.stopped:
+            _logger.info("early stopping: validation loss has not improved for %d epochs, skipping epoch %d",
+                         early.bad_epochs, epoch)
+            run.trained(epoch, None, time.time() - start, lr, skipped=True)
+            return None
+        recorder = LossRecorder(loss_func, accuracy=not run.regression)
+        result = weaver_loop("train", run.regression)(
+            model, recorder, opt, scheduler, train_loader, dev, epoch, steps_per_epoch=steps_per_epoch,
+            grad_scaler=grad_scaler, tb_helper=tb_helper, extra_args=extra_args)
+        run.trained(epoch, recorder.train_figures(), time.time() - start, lr)
+        return result
+
+    def evaluate(self, model, test_loader, dev, epoch, for_training=True, loss_func=None, steps_per_epoch=None,
+                 tb_helper=None, extra_args=None, **kwargs):
+        regression = bool(getattr((extra_args or {}).get("args"), "regression_mode", False))
+        evaluate = weaver_loop("evaluate", regression)
+        if not for_training:  # --predict: weaver's own evaluation, untouched
+            return evaluate(model, test_loader, dev, epoch, for_training=False, loss_func=loss_func,
+                            steps_per_epoch=steps_per_epoch, tb_helper=tb_helper, extra_args=extra_args, **kwargs)
+        run = TrainingRun.of(model, extra_args)
+        early = self._early_stopping(run)
+        start = time.time()
+        if early is not None and early.stopped:
+            _logger.info("early stopping: epoch %d was skipped, so is its validation", epoch)
+            metric = float("nan")  # never better than weaver's best (NaN compares False both ways)
+            run.validated(epoch, None, metric, time.time() - start, skipped=True,
+                          extra={"early_stopping": early.state()})
+            return metric
+        if early is not None and loss_func is None:
+            raise ConfigError("omnijet_cls: -o early_stopping needs weaver's loss function in the validation "
+                              "(the network config's get_loss)")
+        recorder = None if loss_func is None else LossRecorder(loss_func, accuracy=not regression)
+        result = evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=recorder,
+                          steps_per_epoch=steps_per_epoch, tb_helper=tb_helper, extra_args=extra_args, **kwargs)
+        if recorder is not None:
+            figures = recorder.val_figures()
+        else:  # weaver counts the loss as 0 without a loss function
+            figures = {"loss": None} if regression else {"loss": None, "accuracy": result}
+        metric = result if early is None else early.update(epoch, figures["loss"], regression)
+        run.validated(epoch, figures, metric, time.time() - start,
+                      extra=None if early is None else {"early_stopping": early.state()})
+        return metric
 

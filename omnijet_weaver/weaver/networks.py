@@ -7,9 +7,11 @@ logic lives here. ``-o name value`` options arrive as keyword arguments; weaver 
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 from ..constants import INPUT_NAMES, MAX_PARTICLES
+from ..models.gpt import BACKBONE_OPTIONS
 
 #: Keyword arguments weaver passes to every get_model().
 WEAVER_KWARGS = ("for_inference", "use_amp", "compile_model")
@@ -95,10 +97,6 @@ def gpt_model(data_config, **options):
     return model, model_info(data_config, output_names=("loss",))
 
 
-#: Backbone options shared by the generative model and the tagger.
-BACKBONE_OPTIONS = ("embed_dim", "num_blocks", "num_heads", "ff_dim")
-
-
 def seed_everything(seed, where: str = "omnijet_cls") -> int:
     """Seed torch (CPU and CUDA), numpy's global generator and ``random`` with ``seed`` (``-o seed N``)."""
     import logging
@@ -180,28 +178,54 @@ def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_back
     return model, model_info(data_config, output_names=("softmax",))
 
 
-class UseWeaverLoops(AttributeError):
-    """Raised by the tagger's get_train_fn / get_evaluate_fn without ``-o early_stopping``: weaver-core 0.5.3
-    takes an AttributeError from these hooks for "not defined" and uses its own classification loops (it logs
-    "Running in classification mode"), so the tagger trains exactly as ParT does."""
+def _no_attribute_error(hook):
+    """``hook`` (a get_train_fn / get_evaluate_fn) with any AttributeError raised as a RuntimeError: weaver-core
+    0.5.3 takes an AttributeError from these hooks for "not defined" and would silently train with its own loops
+    (and write no history) instead of surfacing the bug."""
+
+    @functools.wraps(hook)
+    def wrapped(*args, **kwargs):
+        try:
+            return hook(*args, **kwargs)
+        except AttributeError as err:
+            raise RuntimeError(f"{hook.__name__} failed: AttributeError: {err} (re-raised as RuntimeError: weaver "
+                               f"would take an AttributeError for a missing hook and ignore it)") from err
+
+    return wrapped
 
 
+@_no_attribute_error
 def tagger_train_fn(data_config, early_stopping=None, **options):
-    """get_train_fn() of ``omnijet_cls.py``: weaver's own loop, or its early-stopping wrapper with
-    ``-o early_stopping N`` (:mod:`omnijet_weaver.weaver.early_stopping`)."""
-    from .early_stopping import check_patience, train_fn
+    """get_train_fn() of ``omnijet_cls.py``: always ours (:class:`~omnijet_weaver.weaver.loops.TaggerLoops`):
+    weaver's own training loop passed through and recorded in ``<model-prefix>_history.jsonl``, with the
+    early stopping on the validation loss for ``-o early_stopping N``."""
+    import logging
+
+    from .compat import check_weaver
+    from .early_stopping import check_patience
+    from .loops import TaggerLoops
 
     patience = check_patience(early_stopping)
-    if not patience:
-        raise UseWeaverLoops("no -o early_stopping: weaver's own training loop")
-    return train_fn(patience)
+    check_weaver()
+    if patience:
+        logging.getLogger("weaver").info(
+            "omnijet_cls: early stopping on the validation loss, patience %d epoch(s): the best epoch is the one "
+            "with the lowest validation loss (weaver's metric = exp(-loss))", patience)
+    else:
+        logging.getLogger("weaver").info(
+            "omnijet_cls: weaver's own train/evaluate functions, passed through (best epoch on the validation "
+            "accuracy); the epochs are recorded in <model-prefix>_history.jsonl")
+    return TaggerLoops(patience).train
 
 
+@_no_attribute_error
 def tagger_evaluate_fn(data_config, early_stopping=None, **options):
-    """get_evaluate_fn() of ``omnijet_cls.py`` (see :func:`tagger_train_fn`)."""
-    from .early_stopping import check_patience, evaluate_fn
+    """get_evaluate_fn() of ``omnijet_cls.py`` (see :func:`tagger_train_fn`); ``--predict`` runs weaver's own
+    evaluation untouched."""
+    from .compat import check_weaver
+    from .early_stopping import check_patience
+    from .loops import TaggerLoops
 
     patience = check_patience(early_stopping)
-    if not patience:
-        raise UseWeaverLoops("no -o early_stopping: weaver's own evaluation")
-    return evaluate_fn(patience)
+    check_weaver()
+    return TaggerLoops(patience).evaluate

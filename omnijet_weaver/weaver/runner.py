@@ -1,23 +1,23 @@
 """Running the real ``weaver`` command from Python: the pieces shared by the demo (:mod:`omnijet_weaver.studies.demo`)
 and the transfer-learning study (:mod:`omnijet_weaver.studies.transfer`).
 
-- :func:`repo_configs`, :func:`weaver_executable`: the repository's network / data configs and the ``weaver``
+- :func:`repo_configs`, :func:`weaver_executable`: the shipped network / data configs and the ``weaver``
   command of this environment;
 - :class:`WeaverJob`, :class:`WeaverRunner`: weaver command lines run several at a time, each with its share of
   the CPU threads and its own log, every process stopped when one fails or on Ctrl-C;
-- :func:`read_training_log`: per-epoch figures parsed from a weaver training log;
-- :func:`read_predictions`, :func:`read_class_predictions`: ``weaver --predict`` outputs;
-- :func:`publish_when_done`: a run's folder, built in a hidden sibling folder, renamed into place at the end
-  (:mod:`omnijet_weaver.evaluation.report`).
+- :meth:`WeaverJob.history`: a training's per-epoch record, the ``<model-prefix>_history.jsonl`` our hooks write
+  (:mod:`omnijet_weaver.weaver.history`; weaver's log text is for humans only);
+- :func:`read_predictions`, :func:`read_class_predictions`: ``weaver --predict`` outputs.
+
+The studies' report folders are :class:`omnijet_weaver.evaluation.report.ReportFolder`
+(:mod:`omnijet_weaver.studies.base`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import dataclasses
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import publish
 from ..errors import (
     OutputExistsError,  # noqa: F401 (re-exported)
     WeaverRunError,  # noqa: F401 (re-exported)
@@ -46,24 +45,16 @@ MODES = {
 
 
 # --------------------------------------------------------------------------------------------------------
-# files of the repository checkout and the weaver command
+# the shipped configs and the weaver command
 # --------------------------------------------------------------------------------------------------------
 
 
 def repo_configs() -> dict:
-    """Paths of the network and data configs weaver runs with, in the repository checkout next to the
-    installed package (``network_configs/omnijet_cls.py``, ``data_configs/qg_top.yaml``)."""
-    import omnijet_weaver
+    """Paths of the shipped network and data configs weaver runs with (``omnijet_cls.py``, ``qg_top.yaml``
+    inside the installed package, :mod:`omnijet_weaver.weaver.configs`)."""
+    from .configs import data_config, network_config
 
-    root = Path(omnijet_weaver.__file__).resolve().parents[1]
-    paths = {"network": root / "network_configs" / "omnijet_cls.py", "data": root / "data_configs" / "qg_top.yaml"}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"omnijet-weaver runs weaver with the repository's configs, but {', '.join(missing)} is missing: "
-            f"this omnijet-weaver is not installed from a repository checkout; clone the repository and "
-            f"`pip install -e .` there")
-    return paths
+    return {"network": network_config("omnijet_cls"), "data": data_config("qg_top")}
 
 
 def weaver_executable() -> str:
@@ -75,29 +66,6 @@ def weaver_executable() -> str:
     if not found:
         raise FileNotFoundError("the `weaver` command is not installed: pip install weaver-core==0.5.3")
     return found
-
-
-# --------------------------------------------------------------------------------------------------------
-# output folder
-# --------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def publish_when_done(work: Path, output: Path, data: Path, keep_data: bool, say, what: str):
-    """The body of a demo or study run: when it succeeds, ``data`` is deleted (unless ``keep_data``) and
-    ``work`` is published as ``output``; when it fails, ``data`` is deleted (unless ``keep_data``) and the
-    partial ``work`` folder stays, with its weaver logs, and ``say`` tells where."""
-    try:
-        yield
-        if not keep_data:
-            shutil.rmtree(data)
-        publish(work, output)
-    except BaseException as err:
-        if not keep_data and data.exists():
-            shutil.rmtree(data, ignore_errors=True)
-        if work.exists():
-            say(f"{what} stopped ({type(err).__name__}); the partial {what} and the weaver logs are in {work}")
-        raise
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -119,6 +87,20 @@ class WeaverJob:
     cost: float = 1.0  # relative run time (follow-ups included), to start the longest jobs first
     seconds: float = float("nan")
     then: list = dataclasses.field(default_factory=list)
+
+    @property
+    def model_prefix(self) -> str:
+        """The job's ``--model-prefix`` (a :class:`ValueError` when it has none)."""
+        args = [str(a) for a in self.args]
+        if "--model-prefix" not in args[:-1]:
+            raise ValueError(f"weaver job {self.name!r} has no --model-prefix")
+        return args[args.index("--model-prefix") + 1]
+
+    def history(self) -> list:
+        """The training's history, one record per epoch (:func:`omnijet_weaver.weaver.history.read_history`)."""
+        from .history import read_history
+
+        return read_history(self.model_prefix)
 
 
 class WeaverRunner:
@@ -204,39 +186,8 @@ class WeaverRunner:
 
 
 # --------------------------------------------------------------------------------------------------------
-# what weaver logged and predicted
+# what weaver predicted
 # --------------------------------------------------------------------------------------------------------
-
-_NUM = r"[-+0-9.eEnaif]+"
-_VAL_RE = re.compile(rf"Current validation metric: ({_NUM}) \(best: ({_NUM})\)")
-_EVAL_RE = re.compile(rf"Eval AvgLoss: ({_NUM}), AvgAcc: ({_NUM})")
-_TRAIN_RE = re.compile(rf"Train AvgLoss: ({_NUM}), AvgAcc: ({_NUM})")
-
-
-@dataclasses.dataclass
-class TrainingLog:
-    """What a weaver training log says, read and parsed once.
-
-    ``val_metrics``: weaver's validation metric of every epoch ("Current validation metric"; the validation
-    accuracy with weaver's own classification loops). ``val_losses``, ``val_accuracies``: every validation pass
-    ("Eval AvgLoss: ..., AvgAcc: ..."), at weaver's printed precision (5 decimals); epochs skipped by early
-    stopping have none. ``trained_epochs``: epochs the classification loop trained ("Train AvgLoss" lines).
-    ``text``: the whole log."""
-
-    text: str
-    val_metrics: list
-    val_losses: list
-    val_accuracies: list
-    trained_epochs: int
-
-
-def read_training_log(log: Path) -> TrainingLog:
-    """Parse a weaver training log (see :class:`TrainingLog`)."""
-    text = Path(log).read_text(errors="replace")
-    evals = _EVAL_RE.findall(text)
-    return TrainingLog(text=text, val_metrics=[float(m.group(1)) for m in _VAL_RE.finditer(text)],
-                       val_losses=[float(a) for a, _ in evals], val_accuracies=[float(b) for _, b in evals],
-                       trained_epochs=len(_TRAIN_RE.findall(text)))
 
 
 def read_predictions(path: Path) -> dict:
@@ -272,6 +223,6 @@ def read_class_predictions(path: Path, label_names) -> tuple[np.ndarray, np.ndar
     return np.argmax(truth, axis=1), scores
 
 
-__all__ = ["MODES", "WeaverRunError", "OutputExistsError", "repo_configs", "weaver_executable", "publish_when_done",
-           "WeaverJob", "WeaverRunner", "TrainingLog", "read_training_log", "read_predictions",
+__all__ = ["MODES", "WeaverRunError", "OutputExistsError", "repo_configs", "weaver_executable",
+           "WeaverJob", "WeaverRunner", "read_predictions",
            "read_class_predictions"]

@@ -5,8 +5,9 @@
 Fine-tunes the packaged generative backbone by default. Options: ``-o pretrained "'out/gpt.pt'"`` (another
 generative checkpoint), ``-o pretrained None`` (from scratch), ``-o freeze_backbone True`` (train the head only),
 ``-o seed N`` (seeds the initialisation and weaver's shuffling), ``-o early_stopping N`` (best epoch on the
-validation loss, stop after N epochs without improvement; off by default: weaver's own loops, best epoch on the
-validation accuracy). weaver's ``--load-model-weights out/gpt_best_epoch_state.pt`` works too.
+validation loss, stop after N epochs without improvement; off by default: weaver's own loops passed through, best
+epoch on the validation accuracy). Every epoch is recorded in ``<model-prefix>_history.jsonl``. weaver's
+``--load-model-weights out/gpt_best_epoch_state.pt`` works too.
 """
 
 from omnijet_weaver.weaver.networks import tagger_evaluate_fn, tagger_model, tagger_train_fn
@@ -23,7 +24,7 @@ def get_loss(data_config, **kwargs):
 
 
 def get_train_fn(data_config, **kwargs):
-    return tagger_train_fn(data_config, **kwargs)  # AttributeError without -o early_stopping: weaver's own loop
+    return tagger_train_fn(data_config, **kwargs)  # ours always: weaver's loops passed through, recorded
 
 
 def get_evaluate_fn(data_config, **kwargs):

@@ -8,8 +8,8 @@ Reads ParT kin inputs (tokenized on the fly) or token files (``--data-config dat
 Options: ``tokenizer`` (path, required), ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim``.
 """
 
-from omnijet_weaver.weaver.networks import gpt_model
 from omnijet_weaver.weaver.loops import evaluate, train
+from omnijet_weaver.weaver.networks import gpt_model
 
 
 def get_model(data_config, **kwargs):

@@ -7,8 +7,8 @@ Options (``-o name value``) are the arguments of ``omnijet_weaver.models.tokeniz
 ``-o codebook_size 512 -o conditional False``. The saved ``out/vqvae_best_epoch_state.pt`` describes itself.
 """
 
-from omnijet_weaver.weaver.networks import vqvae_model
 from omnijet_weaver.weaver.loops import evaluate, train
+from omnijet_weaver.weaver.networks import vqvae_model
 
 
 def get_model(data_config, **kwargs):

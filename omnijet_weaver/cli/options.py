@@ -1,0 +1,250 @@
+"""The options several commands share, defined once: one spelling, one help text, values checked at parse time.
+
+``--output``/``--overwrite``, ``--device``, ``--batch-size``, ``--seed``, ``--seeds``, ``--num-jets``,
+``--workers``, ``--no-progress``, ``--data-config``, ``--checkpoint``, ``--tokenizer``, ``--temperature``/``--top-k``,
+``--epochs``, ``--patience``, ``--labels``/``--modes``. List-valued options take space-separated values
+(``--seeds 0 1 2``). A bad value is reported by the parser as one line, ``argument --x: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from ..errors import OmniJetError
+from . import command_parser
+
+
+def study_parser(prog: str, doc: str, config, files: str | None = None):
+    """(parser, defaults) of a study command: the parser with ``--output DIR`` and ``--overwrite`` (and the input
+    jet files first, when ``files`` says what they are), and the field defaults of its ``config`` dataclass."""
+    p = command_parser(prog, doc)
+    if files:
+        add_files_argument(p, files)
+    add_output_options(p, kind="folder")
+    return p, field_defaults(config)
+
+
+def add_files_argument(p, what: str = "input jet files") -> None:
+    """The input jet files (positional, one or more)."""
+    p.add_argument("files", nargs="+", help=f"{what}: ROOT TTrees or parquet files, read through the data config")
+
+
+def field_defaults(cls) -> dict:
+    """Defaults of a dataclass's fields (for help texts), ``default_factory`` ones called."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def spaced(values) -> str:
+    """``(100, 1000)`` -> ``"100 1000"`` (how a list default reads on the command line)."""
+    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+# --------------------------------------------------------------------------------------------------------
+# value types (checked at parse time; argparse reports "argument --x: <message>")
+# --------------------------------------------------------------------------------------------------------
+
+
+def _number(kind, low, high, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+#: Whole number >= 1 (counts, sizes).
+positive_int = _number(int, 1, float("inf"), "a whole number of at least 1")
+#: Whole number >= 0.
+nonnegative_int = _number(int, 0, float("inf"), "a whole number of at least 0")
+#: Random seed: a whole number from 0 to 2**32 - 1.
+seed_int = _number(int, 0, 2**32 - 1, "a seed, a whole number from 0 to 2**32 - 1")
+#: Number >= 0 (GeV cuts).
+nonnegative_float = _number(float, 0.0, float("inf"), "a number of at least 0")
+
+
+def positive_float(text):
+    """Number > 0 (learning rates, temperatures)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def torch_device(text: str) -> str:
+    """A torch device name this machine has (``auto``: cuda if available, else cpu)."""
+    import torch
+
+    if text == "auto":
+        return default_device()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device: give e.g. cpu, cuda or cuda:1") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                                             f"cuda:{count - 1}")
+    return text
+
+
+def existing_file(text: str) -> str:
+    """A path that is an existing file."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist" if not os.path.exists(text)
+                                         else f"{text!r} is not a file")
+    return text
+
+
+def data_config_file(text: str) -> str:
+    """A weaver data config: a YAML file, or the name of a shipped one (``qg_top``, ``jetclass``, ...)."""
+    if os.path.isfile(text):
+        return text
+    from ..weaver.configs import data_config, list_configs
+
+    try:
+        return str(data_config(text))
+    except OmniJetError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a file nor a shipped data config (choose from "
+                                         f"{', '.join(list_configs('data'))}, or give a YAML file)") from None
+
+
+def default_device() -> str:
+    """``cuda`` if torch sees a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------------------------------------
+# the shared options: one spelling, one help text
+# --------------------------------------------------------------------------------------------------------
+
+
+def add_output_options(p, kind: str = "file", suffixes=(".root", ".parquet")) -> None:
+    """``--output`` (required) and ``--overwrite``. ``kind``: ``"file"`` (ending in one of ``suffixes``) or
+    ``"folder"`` (a report folder; ``args.output`` is then a :class:`~pathlib.Path`)."""
+    if kind == "folder":
+        p.add_argument("--output", required=True, type=Path, metavar="DIR",
+                       help="report folder; an existing non-empty one is refused unless --overwrite")
+    else:
+        p.add_argument("--output", required=True, metavar="FILE",
+                       help=f"output file ({' or '.join(suffixes)}); an existing one is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output (a folder only when it holds a report of this command)")
+
+
+def add_device_option(p) -> None:
+    """``--device`` (checked at parse time; default ``auto``)."""
+    p.add_argument("--device", type=torch_device, default="auto",
+                   help="torch device, e.g. cpu, cuda, cuda:1 (default auto: cuda if available, else cpu)")
+
+
+def add_batch_size_option(p, default: int, what: str) -> None:
+    """``--batch-size``: jets per batch (``what`` says of what)."""
+    p.add_argument("--batch-size", type=positive_int, default=default, metavar="N",
+                   help=f"jets per batch: {what} (default {default})")
+
+
+def add_seed_option(p, default: int, what: str) -> None:
+    """``--seed``: one random seed (``what`` says what it seeds)."""
+    p.add_argument("--seed", type=seed_int, default=default,
+                   help=f"random seed, 0 to 2**32 - 1: {what}; same seed, same result (default {default})")
+
+
+def add_seeds_option(p, default, what: str) -> None:
+    """``--seeds``: several random seeds, space-separated."""
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=list(default), metavar="SEED",
+                   help=f"random seeds, 0 to 2**32 - 1, space-separated: {what} (default {spaced(default)})")
+
+
+def add_num_jets_option(p, default, what: str) -> None:
+    """``--num-jets``: a number of jets (``default`` None: required)."""
+    p.add_argument("--num-jets", type=positive_int, default=default, required=default is None, metavar="N",
+                   help=f"number of jets: {what}" + ("" if default is None else f" (default {default})"))
+
+
+def add_workers_option(p, what: str) -> None:
+    """``--workers``: parallel worker processes (default: all cores)."""
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help=f"parallel worker processes: {what} (default: all cores, {os.cpu_count()})")
+
+
+def add_progress_option(p) -> None:
+    """``--no-progress`` (``dest`` ``progress``: True unless given)."""
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def add_data_config_option(p, required: bool = False) -> None:
+    """``--data-config``: a weaver data config, file or shipped name (optional: the studies use ``qg_top``)."""
+    p.add_argument("--data-config", type=data_config_file, default=None, required=required, metavar="CONFIG",
+                   help="weaver data config (inputs, selection, labels): a YAML file or a shipped one by name (see "
+                        "omnijet-weaver-configs)"
+                        + ("" if required else "; default: qg_top (top vs QCD, JetClass layout)"))
+
+
+def add_checkpoint_option(p, dest: str = "checkpoint", more: str = "") -> None:
+    """``--checkpoint``: a generative checkpoint (default: the packaged model); ``more``: what it is used for."""
+    p.add_argument("--checkpoint", dest=dest, type=existing_file, default=None, metavar="PT",
+                   help="generative checkpoint (weaver ... omnijet_gpt.py, or save_model); default: the packaged "
+                        "model" + (f"; {more}" if more else ""))
+
+
+def add_tokenizer_option(p) -> None:
+    """``--tokenizer``: a tokenizer checkpoint (default: the packaged tokenizer)."""
+    p.add_argument("--tokenizer", type=existing_file, default=None, metavar="PT",
+                   help="tokenizer checkpoint (weaver ... omnijet_vqvae.py, or save_model); default: the packaged "
+                        "tokenizer")
+
+
+def add_sampling_options(p) -> None:
+    """``--temperature`` and ``--top-k`` (generate, gen-fidelity)."""
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help="sample among the K most likely tokens only (default: all)")
+
+
+def add_epochs_option(p, default: int, what: str) -> None:
+    """``--epochs``: training epochs."""
+    p.add_argument("--epochs", type=positive_int, default=default, metavar="N",
+                   help=f"training epochs: {what} (default {default})")
+
+
+def add_patience_option(p, default: int, off: bool = False) -> None:
+    """``--patience``: early stopping on the validation loss (``off``: 0 turns it off)."""
+    p.add_argument("--patience", type=nonnegative_int if off else positive_int, default=default, metavar="N",
+                   help="early stopping: epochs without a lower validation loss before training stops"
+                        + ("; 0 = off (all epochs, best epoch by validation accuracy)" if off else "")
+                        + f" (default {default})")
+
+
+def add_tagger_options(p, defaults: dict) -> None:
+    """``--labels`` and ``--modes`` of the tagger studies (demo, transfer)."""
+    from ..weaver.runner import MODES
+
+    p.add_argument("--labels", type=positive_int, nargs="+", default=list(defaults["labels"]), metavar="N",
+                   help=f"numbers of labelled training jets, balanced over the classes, space-separated "
+                        f"(default {spaced(defaults['labels'])})")
+    p.add_argument("--modes", nargs="+", default=list(defaults["modes"]), choices=list(MODES), metavar="MODE",
+                   help=f"tagger modes, space-separated: {', '.join(MODES)} (frozen = backbone fixed; default "
+                        f"{spaced(defaults['modes'])})")
