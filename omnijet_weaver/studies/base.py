@@ -19,12 +19,14 @@ implements ``build()`` (the stages, which fill ``self.summary``) and ``markdown(
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..evaluation.report import ReportFolder, json_text, write_text
@@ -50,6 +52,33 @@ def training_cost(epochs: int, steps: int, batch_size: int, n_val: int, mode: st
     """Rough relative cost of one tagger training (jets passed through the network, a fixed start-up cost;
     a frozen backbone trains only its head): the runner starts the costliest runs first."""
     return epochs * (steps * batch_size * (0.4 if mode == "frozen" else 1.0) + n_val / 2) + 400
+
+
+@dataclasses.dataclass(kw_only=True)
+class JetStudyConfig:
+    """Settings shared by the studies that read jet files and train their own classifiers (token quality,
+    generation fidelity); each study's config adds its own and may change these defaults.
+
+    Attributes:
+        files: ROOT or parquet files of real jets (JetClass layout).
+        output: report folder (refused when it exists and is not empty, unless ``overwrite``).
+        data_config: weaver data config the jets are read with (default: the shipped ``qg_top.yaml``).
+        seed: seed of the jet sampling and of the classifiers.
+        epochs, patience: classifier training (maximum epochs; early stopping on the validation loss).
+        batch_size: jets per batch when reading, tokenizing or generating.
+        device: torch device.
+        overwrite: replace an earlier report of the same command.
+    """
+
+    files: list
+    output: Path
+    data_config: str | None = None
+    seed: int = 0
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 256
+    device: str = "cpu"
+    overwrite: bool = False
 
 
 class WeaverStudy:

@@ -26,6 +26,7 @@ from scipy.stats import wasserstein_distance
 from ..evaluation.reconstruction import JetSample, load_jets, reconstruct
 from ..evaluation.report import ReportFolder, fmt, markdown_table, write_json, write_text
 from ..models.features import to_features
+from .base import JetStudyConfig
 
 MARKER = ".omnijet-weaver-gen-fidelity"
 JET_KEYS = ("mass", "pt", "n", "tau21", "tau32")
@@ -72,25 +73,18 @@ def distances(a: JetSample, b: JetSample) -> dict:
     return out
 
 
-@dataclasses.dataclass
-class GenFidelityConfig:
-    """Settings of one evaluation (see ``omnijet-weaver-gen-fidelity --help``)."""
+@dataclasses.dataclass(kw_only=True)
+class GenFidelityConfig(JetStudyConfig):
+    """Settings of one evaluation (see ``omnijet-weaver-gen-fidelity --help``; shared ones: :class:`JetStudyConfig`)."""
 
-    files: list
-    output: Path
     checkpoint: str | None = None
-    data_config: str | None = None
     num_jets: int = 10000
     max_real_jets: int | None = None
     temperature: float = 1.0
     top_k: int | None = None
-    seed: int = 0
     epochs: int = 100
     patience: int = 10
     width: int = 10
-    batch_size: int = 256
-    device: str = "cpu"
-    overwrite: bool = False
     progress: bool = True
 
     def check(self) -> None:

@@ -30,6 +30,7 @@ from ..constants import ANGLE_CUT, ETA_PHI_SCALE
 from ..evaluation.reconstruction import RESOLUTION_OBSERVABLES, load_jets, reconstruct, resolutions, token_spread
 from ..evaluation.report import ReportFolder, fmt, markdown_table, mean_std, pm, write_json, write_text
 from ..models.quantizer import codebook_usage
+from .base import JetStudyConfig
 
 MARKER = ".omnijet-weaver-token-quality"
 #: Axis labels and histogram ranges of the jet observables.
@@ -45,27 +46,19 @@ UNITS = {"mass": "GeV", "pt": "GeV", "tau21": "", "tau32": ""}
 CLASSIFIER_OPTIONS = {"deepsets": {"phi_dims": (100, 100, 256)}}
 
 
-@dataclasses.dataclass
-class TokenQualityConfig:
-    """Settings of one comparison (see ``omnijet-weaver-token-quality --help``)."""
+@dataclasses.dataclass(kw_only=True)
+class TokenQualityConfig(JetStudyConfig):
+    """Settings of one comparison (see ``omnijet-weaver-token-quality --help``; shared ones: :class:`JetStudyConfig`)."""
 
-    files: list
-    output: Path
     tokenizers: list = ("packaged", "binned:21")
-    data_config: str | None = None
     max_jets: int | None = 10000
     classifiers: tuple = ("deepsets", "transformer")
     seeds: tuple = (0,)
-    epochs: int = 30
-    patience: int = 5
     classifier_batch_size: int = 256
     spread_tokens: int = 12
     spread_repeats: int = 500
     spread_context: int = 50
     batch_size: int = 512
-    device: str = "cpu"
-    overwrite: bool = False
-    seed: int = 0
 
     def check(self) -> None:
         from ..evaluation.classifiers import MODELS
