@@ -125,10 +125,9 @@ def test_every_run_is_in_results(study, setup):
     assert {(r["mode"], r["labels"], r["seed"]) for r in runs} == {
         (m, n, s) for m in MODES_RUN for n in LABELS for s in SEEDS}
     for r in runs:
-        # 60 test jets (30 per class): the accuracy is a whole number of them, the AUC a fraction of the 30 x 30
-        # pairs (ties count half); both recomputed from the prediction file below (--keep-data)
+        # 60 test jets: the accuracy is a whole number of them; accuracy and AUC are recomputed from the
+        # prediction file below (--keep-data)
         assert r["accuracy"] * 60 == pytest.approx(round(r["accuracy"] * 60), abs=1e-9)
-        assert r["auc"] * 1800 == pytest.approx(round(r["auc"] * 1800), abs=1e-9)
         assert r["test_jets"] == 60 and r["labelled_jets_per_class"] == {"label_QCD": r["labels"] // 2,
                                                                         "label_Tbqq": r["labels"] // 2}
         assert 1 <= r["epochs_run"] <= 3 and len(r["val_loss_per_epoch"]) == r["epochs_run"]
