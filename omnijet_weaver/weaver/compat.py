@@ -63,6 +63,12 @@ def weaver_loop(kind: str, regression: bool):
     return getattr(tools, f"{kind}_{'regression' if regression else 'classification'}")
 
 
+def regression_mode(args) -> bool:
+    """Whether weaver's command line ``args`` (``extra_args["args"]``; None outside weaver) asks for
+    ``--regression-mode``, which turns the direction of weaver's best-epoch metric (lower is better)."""
+    return bool(getattr(args, "regression_mode", False))
+
+
 def logged(value: float) -> float:
     """``value`` as weaver's log shows it (``%.5f``, read back): the figure studies used to parse from logs."""
     return float(f"{value:.{LOG_DECIMALS}f}")

@@ -43,6 +43,7 @@ import torch
 
 from ..atomic import atomic_output
 from ..errors import InputFileError
+from .compat import regression_mode
 
 #: ``<model-prefix>`` + this = the history file.
 HISTORY_SUFFIX = "_history.jsonl"
@@ -168,7 +169,7 @@ class TrainingRun:
     ATTRIBUTE = "_omnijet_weaver_run"
 
     def __init__(self, args=None):
-        self.regression = bool(getattr(args, "regression_mode", False))
+        self.regression = regression_mode(args)
         self.validating = "val" in (getattr(args, "run_mode", None) or ["val"])
         self.best_metric = math.inf if self.regression else 0.0  # weaver's starting value
         self.best_epoch = None

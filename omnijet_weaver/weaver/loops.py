@@ -37,7 +37,7 @@ import torch
 import tqdm
 
 from ..errors import ConfigError
-from .compat import concat, weaver_loop
+from .compat import concat, regression_mode, weaver_loop
 from .early_stopping import EarlyStopping
 from .history import TrainingRun, learning_rate, unwrap
 
@@ -299,7 +299,7 @@ class TaggerLoops:
 
     def evaluate(self, model, test_loader, dev, epoch, for_training=True, loss_func=None, steps_per_epoch=None,
                  tb_helper=None, extra_args=None, **kwargs):
-        regression = bool(getattr((extra_args or {}).get("args"), "regression_mode", False))
+        regression = regression_mode((extra_args or {}).get("args"))
         evaluate = weaver_loop("evaluate", regression)
         if not for_training:  # --predict: weaver's own evaluation, untouched
             return evaluate(model, test_loader, dev, epoch, for_training=False, loss_func=loss_func,
