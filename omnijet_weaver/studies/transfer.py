@@ -144,9 +144,9 @@ class TransferConfig:
 
 def load_data_config(path):
     """weaver's DataConfig of ``path``; its labels must be ``simple`` (one 0/1 branch per class)."""
-    from weaver.utils.data.config import DataConfig
+    from ..weaver.dataset import read_data_config
 
-    cfg = DataConfig.load(os.fspath(path), load_observers=False, load_reweight_info=False)
+    cfg = read_data_config(path, load_observers=False)
     if cfg.label_type != "simple":
         raise ValueError(f"data config {os.fspath(path)!r} has {cfg.label_type!r} labels; the transfer study needs "
                          f"`simple` labels (one 0/1 branch per class), as in data_configs/qg_top.yaml")

@@ -60,12 +60,17 @@ def file_branches(path) -> set[str]:
         return set(f[trees[0]].keys()) if trees else set()
 
 
+def read_data_config(data_config, load_observers: bool = True):
+    """weaver's ``DataConfig`` of the YAML file ``data_config`` (without reweighting information)."""
+    from weaver.utils.data.config import DataConfig
+
+    return DataConfig.load(os.fspath(data_config), load_observers=load_observers, load_reweight_info=False)
+
+
 def check_branches(files, data_config, for_training: bool = False) -> None:
     """Raise a clear error if a file lacks a branch the data config reads (weaver would fail deep inside
     awkward with "no field ... in record", without naming the file)."""
-    from weaver.utils.data.config import DataConfig
-
-    cfg = DataConfig.load(os.fspath(data_config), load_observers=not for_training, load_reweight_info=False)
+    cfg = read_data_config(data_config, load_observers=not for_training)
     needed = cfg.train_load_branches if for_training else cfg.test_load_branches
     for f in files:
         missing = sorted(needed - file_branches(f))
