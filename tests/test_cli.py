@@ -264,7 +264,7 @@ def test_seeds_parse_the_same_in_every_command_that_takes_them(files, tmp_path, 
         assert "argument --seeds: must be a seed, a whole number from 0 to 2**32 - 1, got '0,1,2'" in line
     takes_one = sorted(n for n in COMMANDS if "--seed " in _help(n) or "--seed SEED" in _help(n))
     assert takes_one == ["omnijet-weaver-demo", "omnijet-weaver-gen-fidelity", "omnijet-weaver-generate",
-                         "omnijet-weaver-make-jets"]
+                         "omnijet-weaver-make-jets", "omnijet-weaver-token-quality"]  # token-quality: the jet mix
     for name in takes_one:
         assert command(name).parse_args(base(name, files, tmp_path) + ["--seed", "7"]).seed == 7
 
@@ -291,6 +291,18 @@ def test_other_lists_are_space_separated(files, tmp_path, capsys):
     assert tr.learning_rates(args.lr) == {"finetune": 1e-2, "scratch": 5e-4, "frozen": 1e-2}
     assert "argument --lr: 'bogus=1e-3': unknown mode 'bogus'; choose from finetune, scratch, frozen" in \
         fails(capsys, "omnijet-weaver-transfer", *base("omnijet-weaver-transfer", files, tmp_path), "--lr", "bogus=1e-3")
+
+
+@pytest.mark.parametrize("name", ["omnijet-weaver-token-quality", "omnijet-weaver-gen-fidelity"])
+def test_figures_option(name, files, tmp_path, capsys):
+    cls, parse = _config_class(name), command(name).parse_args
+    assert cli.config_from_args(cls, parse(base(name, files, tmp_path))).figures == ("png", "pdf")
+    for argv, formats in ((["svg"], ("svg",)), (["none"], ()), (["pdf", "png", "pdf"], ("pdf", "png"))):
+        assert cli.config_from_args(cls, parse(base(name, files, tmp_path) + ["--figures", *argv])).figures == formats
+    assert "argument --figures: none goes alone" in fails(capsys, name, *base(name, files, tmp_path), "--figures",
+                                                           "none", "png")
+    assert "argument --figures: invalid choice: 'gif'" in fails(capsys, name, *base(name, files, tmp_path),
+                                                                "--figures", "gif")
 
 
 # --- parsed options -> the study's config ----------------------------------------------------------------------
@@ -424,7 +436,7 @@ def test_interrupt_is_one_line_and_exit_130(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.run_command("prog", body)
     assert exc.value.code == 130
-    assert capsys.readouterr().err == "prog: error: interrupted; no output written (outputs appear only when complete)\n"
+    assert capsys.readouterr().err == "prog: error: interrupted; nothing partial is left (outputs appear only when complete)\n"
 
 
 def test_a_bug_is_not_hidden():

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 
+from omnijet_weaver.atomic import write_manifest
 from omnijet_weaver.errors import ConfigError
 from omnijet_weaver.evaluation.report import fmt, markdown_table, publish
 from omnijet_weaver.studies import base, demo
@@ -180,18 +181,39 @@ def test_output_folder_rules(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(demo.OutputExistsError, match="not a folder"):
         demo.check_output(tmp_path / "afile")
-    # an old report is replaced as a whole by the new one
+    # an old report (its marker lists its files) is replaced as a whole by the new one, and only with --overwrite
     old = tmp_path / "report"
     old.mkdir()
-    (old / demo.MARKER).write_text("old")
     (old / "stale.png").write_text("old")
+    write_manifest(old, demo.MARKER, "omnijet-weaver-demo report")
     demo.check_output(old, overwrite=True)
     new = tmp_path / ".report.partial-1"
     new.mkdir()
-    (new / demo.MARKER).write_text("new")
-    publish(new, old)
-    assert (old / demo.MARKER).read_text() == "new" and not (old / "stale.png").exists() and not new.exists()
+    (new / "summary.md").write_text("new")
+    publish(new, old, demo.MARKER, overwrite=True)
+    assert (old / "summary.md").read_text() == "new" and not (old / "stale.png").exists() and not new.exists()
+    assert json.loads((old / demo.MARKER).read_text())["files"] == ["summary.md"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "foreign", "report"]
+    # a file the report did not write is never deleted: refused at the start ...
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(demo.OutputExistsError, match="1 file\\(s\\) that its omnijet-weaver-demo report did not "
+                                                     "write \\(e.g. notes.txt\\)"):
+        demo.check_output(old, overwrite=True)
+    # ... and at the end, when it appeared during the run: the new report is kept beside it
+    (old / "notes.txt").unlink()
+    demo.check_output(old, overwrite=True)
+    (old / "notes.txt").write_text("mine")
+    new.mkdir()
+    (new / "summary.md").write_text("newer")
+    with pytest.raises(demo.OutputExistsError, match="holds 1 file\\(s\\) this command did not write \\(notes.txt\\)"
+                                                     ": it was left as it is, and the new .* is in .*report.new'"):
+        publish(new, old, demo.MARKER, overwrite=True)
+    assert (old / "notes.txt").read_text() == "mine" and (old / "summary.md").read_text() == "new"
+    assert (tmp_path / "report.new" / "summary.md").read_text() == "newer" and not new.exists()
+    # a marker without a file list (an older omnijet-weaver) cannot tell its files from a user's: refused
+    (old / demo.MARKER).write_text("omnijet-weaver-demo report, 2026-01-01T00:00:00\n")
+    with pytest.raises(demo.OutputExistsError, match="older omnijet-weaver"):
+        demo.check_output(old, overwrite=True)
 
 
 # --- the study base shared with the transfer study (no weaver run) -----------------------------------------------
@@ -276,14 +298,14 @@ def test_study_base_keeps_a_failed_run_with_its_logs_and_says_where(tmp_path):
     with pytest.raises(demo.DemoError, match="weaver \\(toy\\) failed"):
         study.run()
     partial = study.work
-    assert sorted(p.name for p in tmp_path.iterdir()) == [partial.name] and partial.name.startswith(".report.partial-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.failed"] and partial == tmp_path / "report.failed"
     assert sorted(p.name for p in partial.iterdir()) == [".omnijet-weaver-toy", "logs"]  # data/ deleted
     assert (partial / "logs" / "train.log").read_text() == "log"
     assert out.getvalue().splitlines()[-1] == (f"stopped (WeaverRunError): the partial toy report, with its logs, is "
                                                f"kept in {partial}")
-    # the partial folder is no report: a later run into the same output starts afresh
+    # the kept folder is no report: a later run into the same output starts afresh, and keeps it
     ToyStudy(ToyConfig(tmp_path / "report"), out=io.StringIO()).run()
-    assert (tmp_path / "report" / "summary.json").is_file()
+    assert (tmp_path / "report" / "summary.json").is_file() and (partial / "logs" / "train.log").is_file()
 
 
 def test_validation_tiling_and_training_cost():

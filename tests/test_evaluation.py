@@ -291,6 +291,31 @@ def test_gen_fidelity_report(toy_root_files, tiny_models, tmp_path):
         assert (out / f"{stem}.png").is_file() and (out / f"{stem}.pdf").is_file()
 
 
+@pytest.mark.parametrize("formats", [(), ("svg",)])
+def test_figures_option_picks_the_formats(formats, toy_root_files, tmp_path):
+    """``--figures none`` writes the tables alone (and the summary says so); ``--figures svg`` only SVG files."""
+    out = tmp_path / "tq"
+    cfg = TokenQualityConfig(files=toy_root_files, output=out, data_config=str(DATA_CONFIG), max_jets=50,
+                             tokenizers=["binned:5"], classifiers=(), spread_tokens=0, seeds=(0,), figures=formats)
+    s = run_token_quality(cfg)
+    tables = ("summary.json", "summary.md", ".omnijet-weaver-token-quality")  # and the folder's marker
+    suffixes = {p.suffix for p in out.iterdir() if p.name not in tables}
+    assert suffixes == {f".{f}" for f in formats}
+    md = (out / "summary.md").read_text()
+    assert ("None written (`--figures none`)" in md) == (not formats)
+    for stems in s["figures"].values():
+        assert all((out / name).is_file() and name.endswith(".svg") for name in stems)
+    assert bool(s["figures"]) == bool(formats)
+
+
+def test_unknown_figure_format_is_refused(toy_root_files, tmp_path):
+    cfg = TokenQualityConfig(files=toy_root_files, output=tmp_path / "tq", data_config=str(DATA_CONFIG),
+                             figures=("gif",))
+    with pytest.raises(ValueError, match=r"unknown figure format\(s\) gif: choose from png, pdf, svg \(or none\)"):
+        run_token_quality(cfg)
+    assert not list(tmp_path.iterdir())
+
+
 def test_failed_run_leaves_nothing(toy_root_files, tmp_path):
     out = tmp_path / "tq"
     cfg = TokenQualityConfig(files=toy_root_files, output=out, data_config=str(DATA_CONFIG), max_jets=50,

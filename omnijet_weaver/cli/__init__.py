@@ -7,7 +7,10 @@ so all of them behave alike:
   ``ImportError`` raised on it) and bad options -> one line ``<command>: error: <message>`` on stderr, exit 2;
 - a failed ``weaver`` run inside a study (:class:`~omnijet_weaver.errors.WeaverRunError`) -> the message with
   the end of the weaver log (several lines), exit 1;
-- Ctrl-C -> one line, exit 130 (outputs are published only when complete, so nothing half-written is left).
+- Ctrl-C -> one line, exit 130; SIGTERM (a batch system's kill, ``timeout``) and SIGHUP are handled the same
+  way, exit 143 / 129: the weaver processes a study started are stopped and every partial output is removed
+  (outputs are published only when complete, so nothing half-written is left). After SIGKILL, the next run
+  with the same output removes what the killed one left (:mod:`omnijet_weaver.atomic`).
 
 The options several commands share are defined once, in :mod:`omnijet_weaver.cli.options`; a study's parsed
 options become its config dataclass in one generic step (:func:`config_from_args`).
@@ -16,10 +19,13 @@ options become its config dataclass in one generic step (:func:`config_from_args
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
+import signal
 import sys
+import threading
 
 from ..errors import OmniJetError, WeaverRunError
 
@@ -45,17 +51,50 @@ def error_message(err: BaseException) -> str:
     return str(err)
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's ``KeyboardInterrupt``, so that the same
+    clean-up runs (``finally`` blocks, partial outputs removed, child processes stopped)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not interrupt the clean-up of the first
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def termination_as_interrupt():
+    """Within the block, SIGTERM and SIGHUP raise :class:`Terminated` (main thread only; else a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, _terminate) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run_command(prog: str, body, *args):
     """Run ``body(*args)`` on the error path every command shares (see the module docstring)."""
     try:
-        return body(*args)
+        with termination_as_interrupt():
+            return body(*args)
     except WeaverRunError as err:  # its message carries the end of the weaver log: keep the lines
         print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(1)
     except BAD_INPUT as err:
         fail(prog, error_message(err))
+    except Terminated as err:
+        fail(prog, f"stopped by {err}; nothing partial is left (outputs appear only when complete)",
+             code=128 + err.signum)
     except KeyboardInterrupt:
-        fail(prog, "interrupted; no output written (outputs appear only when complete)", code=130)
+        fail(prog, "interrupted; nothing partial is left (outputs appear only when complete)", code=130)
 
 
 def command(prog: str):
@@ -115,8 +154,42 @@ def config_from_args(cls, args, **overrides):
 
 
 def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; (0, 1) when not launched by torchrun."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    """(rank, world size) from torchrun's environment; (0, 1) when not launched by torchrun (neither set).
+
+    Raises :class:`~omnijet_weaver.errors.ConfigError` naming the variable and its value for a value that is not
+    a whole number, ``WORLD_SIZE`` < 1, ``RANK`` outside 0 .. WORLD_SIZE - 1, only one of the two set, or
+    ``LOCAL_RANK`` (when set) not a whole number from 0 to RANK."""
+    from ..errors import ConfigError
+
+    hint = "is not a valid torchrun environment; unset RANK and WORLD_SIZE or launch with torchrun"
+    env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    if env["RANK"] is None and env["WORLD_SIZE"] is None:
+        return 0, 1
+    values = {}
+    for key, text in env.items():
+        if text is None:
+            continue
+        try:
+            if not text.strip().isascii():
+                raise ValueError(text)
+            values[key] = int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r} (not a whole number) {hint}") from None
+    if "RANK" not in values or "WORLD_SIZE" not in values:
+        missing = "WORLD_SIZE" if "WORLD_SIZE" not in values else "RANK"
+        raise ConfigError(f"{' '.join(f'{k}={env[k]!r}' for k in ('RANK', 'WORLD_SIZE') if env[k] is not None)} "
+                          f"without {missing} {hint}")
+    rank, world = values["RANK"], values["WORLD_SIZE"]
+    if world < 1:
+        raise ConfigError(f"WORLD_SIZE={env['WORLD_SIZE']!r} (must be at least 1) {hint}")
+    if not 0 <= rank < world:
+        raise ConfigError(f"RANK={env['RANK']!r} with WORLD_SIZE={env['WORLD_SIZE']!r} (RANK must be 0 to "
+                          f"{world - 1}) {hint}")
+    local = values.get("LOCAL_RANK")
+    if local is not None and not 0 <= local <= rank:
+        raise ConfigError(f"LOCAL_RANK={env['LOCAL_RANK']!r} with RANK={env['RANK']!r} (LOCAL_RANK must be 0 to "
+                          f"{rank}) {hint}")
+    return rank, world
 
 
 def rank_output(path: str, overwrite: bool, suffixes=(".root", ".parquet")) -> tuple[int, int, str]:

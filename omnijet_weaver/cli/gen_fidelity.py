@@ -4,8 +4,9 @@
     omnijet-weaver-gen-fidelity test.root --output gf/ --checkpoint out/gpt_best_epoch_state.pt --num-jets 48000
 
 Generates --num-jets jets and reads as many real jets (through the data config, as in training), which are
-tokenized and reconstructed with the generator's own tokenizer. Writes summary.md (classifier-test AUC, W1
-distances with their statistical floor, medians), summary.json and PNG + PDF histograms with ratio panels.
+tokenized and reconstructed with the generator's own tokenizer. The real jets are a mix of the files: each
+gives a share in proportion to its number of entries, and the mix is shuffled with --seed. Writes summary.md (classifier-test AUC, W1
+distances with their statistical floor, medians), summary.json and PNG + PDF histograms with ratio panels (--figures: other formats, or none).
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ def parse_args(argv=None):
     opt.add_data_config_option(p)
     opt.add_num_jets_option(p, d["num_jets"], "jets to generate")
     p.add_argument("--max-real-jets", type=opt.positive_int, default=None, metavar="N",
-                   help="real jets to read (default: --num-jets)")
+                   help="real jets to read (default: --num-jets): " + opt.SAMPLING_RULE)
     opt.add_sampling_options(p)
     opt.add_batch_size_option(p, d["batch_size"], "sampled together")
-    opt.add_seed_option(p, d["seed"], "sampling, split and classifier")
+    opt.add_seed_option(p, d["seed"], "sampling, the mix of the real jets, split and classifier")
     opt.add_epochs_option(p, d["epochs"], "of the classifier, at most")
     opt.add_patience_option(p, d["patience"])
     p.add_argument("--width", type=opt.positive_int, default=d["width"], metavar="N",
                    help=f"per-particle MLP width (default {d['width']}, as the paper)")
+    opt.add_figures_option(p, d["figures"])
     opt.add_device_option(p)
     opt.add_progress_option(p)
     return p.parse_args(argv)

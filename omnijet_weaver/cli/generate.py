@@ -52,7 +52,7 @@ def main(argv=None):
                           seed=args.seed + rank, device=args.device, progress=args.progress)
     arrays = jetclass_arrays(jets["pt"], jets["eta_rel"], jets["phi_rel"], jets["mask"], jets["tokens"],
                              label=args.label)
-    write_jets(output, arrays)
+    write_jets(output, arrays, overwrite=args.overwrite)
     print(f"wrote {n} jets to {output}", file=sys.stderr)
     if args.label is None:
         print("note: the jets carry no class label (all label_* = 0); data configs that select on labels, "

@@ -68,7 +68,7 @@ def main(argv=None):
     arrays = make_jets(processes, args.num_jets, seed=args.seed, workers=args.workers, pt_min=args.pt_min,
                        pt_max=args.pt_max, eta_max=args.eta_max, extra_settings=args.settings,
                        progress=args.progress)
-    write_jets(output, arrays)
+    write_jets(output, arrays, overwrite=args.overwrite)
     print(f"wrote {len(arrays['jet_pt'])} jets ({args.num_jets} each of {', '.join(processes)}) to {output}",
           file=sys.stderr)
 

@@ -1,7 +1,7 @@
 """The options several commands share, defined once: one spelling, one help text, values checked at parse time.
 
 ``--output``/``--overwrite``, ``--device``, ``--batch-size``, ``--seed``, ``--seeds``, ``--num-jets``,
-``--workers``, ``--no-progress``, ``--data-config``, ``--checkpoint``, ``--tokenizer``, ``--temperature``/``--top-k``,
+``--workers``, ``--no-progress``, ``--figures``, ``--data-config``, ``--checkpoint``, ``--tokenizer``, ``--temperature``/``--top-k``,
 ``--epochs``, ``--patience``, ``--labels``/``--modes``. List-valued options take space-separated values
 (``--seeds 0 1 2``). A bad value is reported by the parser as one line, ``argument --x: <message>``.
 """
@@ -15,6 +15,10 @@ from pathlib import Path
 
 from ..errors import OmniJetError
 from . import command_parser
+
+#: How the studies draw N jets from several files (the --help of --max-jets, --max-real-jets).
+SAMPLING_RULE = ("a mix of the files, each giving a share in proportion to its number of entries (from its first "
+                 "entries; a file with fewer selected jets gives all it has), shuffled with --seed")
 
 
 def study_parser(prog: str, doc: str, config, files: str | None = None):
@@ -53,24 +57,37 @@ def spaced(values) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _number(kind, low, high, what):
+#: Largest count any option takes (jets, epochs, sizes): anything above is a typo, and would overflow torch.
+MAX_COUNT = 2**31 - 1
+#: Largest --batch-size: jets held (and random numbers drawn) together.
+MAX_BATCH = 2**20
+
+
+def _number(kind, low, high, what, too_big=None):
     def parse(text):
         try:
+            if not text.isascii():  # Python would read fullwidth or Arabic-Indic digits
+                raise ValueError(text)
             value = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not low <= value <= high:
+        if value != value or not low <= value:  # NaN, too small
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        if not value <= high:
+            raise argparse.ArgumentTypeError(f"must be {too_big or what}, got {text!r}")
         return value
 
     parse.__name__ = what
     return parse
 
 
-#: Whole number >= 1 (counts, sizes).
-positive_int = _number(int, 1, float("inf"), "a whole number of at least 1")
-#: Whole number >= 0.
-nonnegative_int = _number(int, 0, float("inf"), "a whole number of at least 0")
+#: Whole number >= 1 (counts, sizes), at most MAX_COUNT.
+positive_int = _number(int, 1, MAX_COUNT, "a whole number of at least 1", f"a whole number from 1 to {MAX_COUNT}")
+#: Whole number >= 0, at most MAX_COUNT.
+nonnegative_int = _number(int, 0, MAX_COUNT, "a whole number of at least 0", f"a whole number from 0 to {MAX_COUNT}")
+#: Jets per batch: a whole number from 1 to MAX_BATCH.
+batch_int = _number(int, 1, MAX_BATCH, "a whole number of at least 1",
+                    f"a whole number from 1 to {MAX_BATCH} (jets held together in memory)")
 #: Random seed: a whole number from 0 to 2**32 - 1.
 seed_int = _number(int, 0, 2**32 - 1, "a seed, a whole number from 0 to 2**32 - 1")
 #: Number >= 0 (GeV cuts).
@@ -78,9 +95,9 @@ nonnegative_float = _number(float, 0.0, float("inf"), "a number of at least 0")
 
 
 def positive_float(text):
-    """Number > 0 (learning rates, temperatures)."""
+    """Number > 0 and finite (learning rates)."""
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else float("nan")
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
@@ -88,8 +105,24 @@ def positive_float(text):
     return value
 
 
+def temperature_value(text):
+    """Sampling temperature: a finite number of at least ``MIN_TEMPERATURE`` (smaller ones overflow the logits)."""
+    from ..models.sampling import MIN_TEMPERATURE
+
+    value = positive_float(text)
+    if value < MIN_TEMPERATURE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TEMPERATURE:g} (smaller ones overflow the logits; "
+                                         f"use --top-k 1 for greedy sampling), got {text!r}")
+    return value
+
+
+#: Device types the commands run on (mps where torch has it).
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def torch_device(text: str) -> str:
-    """A torch device name this machine has (``auto``: cuda if available, else cpu)."""
+    """A torch device this machine has: ``cpu``, ``cuda``, ``cuda:N`` (or ``mps`` on a Mac); ``auto``: cuda if
+    available, else cpu."""
     import torch
 
     if text == "auto":
@@ -98,6 +131,9 @@ def torch_device(text: str) -> str:
         device = torch.device(text)
     except (RuntimeError, TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a torch device: give e.g. cpu, cuda or cuda:1") from None
+    if device.type not in DEVICE_TYPES:
+        raise argparse.ArgumentTypeError(f"{text!r}: omnijet-weaver runs on cpu or cuda (cuda:N) devices, not on "
+                                         f"{device.type!r}; use --device cpu or --device cuda")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -105,7 +141,26 @@ def torch_device(text: str) -> str:
         if device.index is not None and device.index >= count:
             raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to "
                                              f"cuda:{count - 1}")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no MPS device; use --device cpu")
     return text
+
+
+def output_file(text: str) -> str:
+    """An output file name, ``~`` expanded (the rest is checked by :func:`omnijet_weaver.io.files.check_output_path`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a file name")
+    return os.path.expanduser(text)
+
+
+def output_folder(text: str) -> Path:
+    """A report folder, ``~`` expanded: not empty, not an existing file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a folder name")
+    path = Path(os.path.expanduser(text))
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is a file; give a folder for the report")
+    return path
 
 
 def existing_file(text: str) -> str:
@@ -117,16 +172,24 @@ def existing_file(text: str) -> str:
 
 
 def data_config_file(text: str) -> str:
-    """A weaver data config: a YAML file, or the name of a shipped one (``qg_top``, ``jetclass``, ...)."""
-    if os.path.isfile(text):
-        return text
+    """A weaver data config: a YAML file, or the name of a shipped one (``qg_top``, ``jetclass``, ...), read and
+    checked at parse time (:func:`omnijet_weaver.weaver.dataset.check_data_config`: YAML, weaver's options, the
+    inputs the models read)."""
     from ..weaver.configs import data_config, list_configs
+    from ..weaver.dataset import check_data_config
 
-    try:
-        return str(data_config(text))
-    except OmniJetError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a file nor a shipped data config (choose from "
-                                         f"{', '.join(list_configs('data'))}, or give a YAML file)") from None
+    path = os.path.expanduser(text)
+    if not os.path.exists(path):
+        try:
+            path = str(data_config(text))
+        except OmniJetError:
+            raise argparse.ArgumentTypeError(f"{text!r} is neither a file nor a shipped data config (choose from "
+                                             f"{', '.join(list_configs('data'))}, or give a YAML file)") from None
+    try:  # parsed and checked now, before any work: YAML, weaver's options, ParT's kin inputs
+        check_data_config(path)
+    except OmniJetError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return path
 
 
 def default_device() -> str:
@@ -145,10 +208,10 @@ def add_output_options(p, kind: str = "file", suffixes=(".root", ".parquet")) ->
     """``--output`` (required) and ``--overwrite``. ``kind``: ``"file"`` (ending in one of ``suffixes``) or
     ``"folder"`` (a report folder; ``args.output`` is then a :class:`~pathlib.Path`)."""
     if kind == "folder":
-        p.add_argument("--output", required=True, type=Path, metavar="DIR",
+        p.add_argument("--output", required=True, type=output_folder, metavar="DIR",
                        help="report folder; an existing non-empty one is refused unless --overwrite")
     else:
-        p.add_argument("--output", required=True, metavar="FILE",
+        p.add_argument("--output", required=True, type=output_file, metavar="FILE",
                        help=f"output file ({' or '.join(suffixes)}); an existing one is refused unless --overwrite")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --output (a folder only when it holds a report of this command)")
@@ -162,7 +225,7 @@ def add_device_option(p) -> None:
 
 def add_batch_size_option(p, default: int, what: str) -> None:
     """``--batch-size``: jets per batch (``what`` says of what)."""
-    p.add_argument("--batch-size", type=positive_int, default=default, metavar="N",
+    p.add_argument("--batch-size", type=batch_int, default=default, metavar="N",
                    help=f"jets per batch: {what} (default {default})")
 
 
@@ -195,6 +258,25 @@ def add_progress_option(p) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
+class _FiguresAction(argparse.Action):
+    """``--figures png pdf`` -> ["png", "pdf"]; ``--figures none`` -> [] (``none`` goes alone)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if "none" in values and len(values) > 1:
+            parser.error(f"argument {option_string}: none goes alone, got {' '.join(values)}")
+        setattr(namespace, self.dest, [] if values == ["none"] else list(dict.fromkeys(values)))
+
+
+def add_figures_option(p, default) -> None:
+    """``--figures FORMAT...``: the formats of a report's figures, or ``none`` (tables only, no matplotlib)."""
+    from ..evaluation.plots import FIGURE_FORMATS
+
+    p.add_argument("--figures", nargs="+", action=_FiguresAction, choices=[*FIGURE_FORMATS, "none"], default=None,
+                   metavar="FORMAT",
+                   help=f"formats of the figures, space-separated: {', '.join(FIGURE_FORMATS)}, or none for the "
+                        f"tables alone (default {spaced(default)})")
+
+
 def add_data_config_option(p, required: bool = False) -> None:
     """``--data-config``: a weaver data config, file or shipped name (optional: the studies use ``qg_top``)."""
     p.add_argument("--data-config", type=data_config_file, default=None, required=required, metavar="CONFIG",
@@ -219,7 +301,8 @@ def add_tokenizer_option(p) -> None:
 
 def add_sampling_options(p) -> None:
     """``--temperature`` and ``--top-k`` (generate, gen-fidelity)."""
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--temperature", type=temperature_value, default=1.0,
+                   help="sampling temperature, a finite number > 0 (default 1; --top-k 1 for greedy sampling)")
     p.add_argument("--top-k", type=positive_int, default=None, metavar="K",
                    help="sample among the K most likely tokens only (default: all)")
 

@@ -42,16 +42,17 @@ def main(argv=None):
     from ..io.files import write_parquet
     from ..models.packaged import packaged_path
     from ..models.tokenizer import load_tokenizer
-    from ..weaver.dataset import tokenize_files
+    from ..weaver.dataset import check_jet_files, tokenize_files
 
     rank, world, output = rank_output(args.output, args.overwrite, suffixes=(".parquet",))
-    tokenizer = load_tokenizer(args.tokenizer or packaged_path("tokenizer"))
     files = args.files[rank::world]
     if not files:
         raise ConfigError(f"rank {rank} of {world} has no file to tokenize: pass at least {world} files")
+    files = check_jet_files(files, args.data_config, "the tokenizer")[0]  # before any work
+    tokenizer = load_tokenizer(args.tokenizer or packaged_path("tokenizer"))
     table = tokenize_files(tokenizer, args.data_config, files, device=args.device, batch_size=args.batch_size,
                            progress=args.progress)
-    write_parquet(output, {k: table[k] for k in table.fields})
+    write_parquet(output, {k: table[k] for k in table.fields}, overwrite=args.overwrite)
     print(f"wrote {len(table)} jets, {int(ak.sum(ak.num(table['tokens'])))} tokens to {output}", file=sys.stderr)
 
 

@@ -25,6 +25,8 @@ from ..errors import MissingDependencyError
 
 #: Formats written by default.
 FORMATS = ("png", "pdf")
+#: Formats a report's figures may be written in (``--figures``).
+FIGURE_FORMATS = ("png", "pdf", "svg")
 #: Colours of the curves, in order (colour-blind friendly, Petroff's 6-colour cycle).
 COLORS = ("#5790fc", "#f89c20", "#e42536", "#964a8b", "#9c9ca1", "#7a21dd")
 INSTALL_HINT = "pip install 'omnijet-weaver[plot]'  (matplotlib, mplhep)"
@@ -276,5 +278,5 @@ def roc_curves(path, curves: dict, title: str | None = None, formats=FORMATS) ->
         return save_figure(fig, path, formats)
 
 
-__all__ = ["FORMATS", "hist_ratio", "metric_vs_labels", "roc_curves", "save_figure", "style", "new_figure",
+__all__ = ["FORMATS", "FIGURE_FORMATS", "hist_ratio", "metric_vs_labels", "roc_curves", "save_figure", "style", "new_figure",
            "require_matplotlib"]

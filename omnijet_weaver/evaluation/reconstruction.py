@@ -89,33 +89,40 @@ def _padded(x, keep, n=MAX_PARTICLES) -> np.ndarray:
 
 
 @torch.no_grad()
-def load_jets(data_config, files, max_jets=None, batch_size: int = 512) -> JetSample:
+def load_jets(data_config, files, max_jets=None, batch_size: int = 512, seed: int | None = 0) -> JetSample:
     """Jets through weaver's dataset (selection, padding, as in training) and the feature transform.
 
-    Reads at most ``max_jets`` jets (in file order, mixed over the files as weaver does). Raises ValueError
-    when no jet is read."""
-    from ..weaver.dataset import jet_loader
+    Sampling rule for ``max_jets`` (None: every jet) out of several files: each file gives a share in proportion
+    to its number of entries (a file with fewer selected jets gives all it has, the others make up the rest),
+    taken from its first entries, and the jets are then shuffled with ``seed`` (None: file order kept), so a
+    top file and a QCD file of equal size give about half of each, whatever their order. Only the entries
+    needed are read (:func:`omnijet_weaver.weaver.dataset.sampled_batches`).
 
-    loader = jet_loader(data_config, files, batch_size=batch_size)
-    config = loader.dataset.config
-    names, label_name = config.input_names, config.label_names[0]
+    The files, the data config (ParT's kin inputs, taken by name) and its selection are checked before any jet
+    is read; raises :class:`~omnijet_weaver.errors.ConfigError` / ``InputFileError`` naming the file."""
+    from ..weaver.dataset import sampled_batches
+
+    if max_jets is not None and max_jets < 1:
+        raise ValueError(f"max_jets must be at least 1 (or None: all jets), got {max_jets}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    config, batches = sampled_batches(data_config, files, max_jets=max_jets, batch_size=batch_size)
+    label_name = config.label_names[0]
     transform = FeatureTransform()
-    feats, masks, labels, seen = [], [], [], 0
-    for X, y, _ in loader:
-        points, _, vectors, mask = (X[k] for k in names[:4])
-        x, keep = transform(points, vectors, mask)
+    feats, masks, labels = [], [], []
+    for X, y, _ in batches:
+        x, keep = transform(X["pf_points"], X["pf_vectors"], X["pf_mask"])
         feats.append(_padded(x, keep))
         masks.append(_padded(keep, keep))
         labels.append(y[label_name].numpy())
-        seen += len(x)
-        if max_jets is not None and seen >= max_jets:
-            break
     if not labels:
         raise ValueError(f"no jets were read from {', '.join(map(str, files))}: check the files and the selection")
     class_names = [v.removeprefix("label_") for v in getattr(config, "label_value", [])] or None
-    n = max_jets if max_jets is not None else seen
-    return JetSample(np.concatenate(feats)[:n], np.concatenate(masks)[:n],
-                     np.concatenate(labels).astype(np.int64)[:n], class_names)
+    feats, masks, labels = np.concatenate(feats), np.concatenate(masks), np.concatenate(labels).astype(np.int64)
+    if seed is not None:
+        order = np.random.default_rng(seed).permutation(len(labels))
+        feats, masks, labels = feats[order], masks[order], labels[order]
+    return JetSample(feats, masks, labels, class_names)
 
 
 @torch.no_grad()
@@ -135,11 +142,11 @@ def reconstruct(tokenizer, sample: JetSample, batch_size: int = 512, device="cpu
     return JetSample(out, sample.mask.copy(), sample.label, sample.class_names), counts.numpy()
 
 
-def reconstruct_jets(tokenizer, data_config, files, batch_size=512, device="cpu", max_jets=None) -> dict:
-    """:func:`load_jets` + :func:`reconstruct` as one dict: ``input`` and ``reconstructed`` (per-jet
-    observables, plus ``const_pt``), ``label``, ``code_counts`` and
+def reconstruct_jets(tokenizer, data_config, files, batch_size=512, device="cpu", max_jets=None, seed=0) -> dict:
+    """:func:`load_jets` (``max_jets`` mixed over the files, shuffled with ``seed``) + :func:`reconstruct` as one
+    dict: ``input`` and ``reconstructed`` (per-jet observables, plus ``const_pt``), ``label``, ``code_counts`` and
     the shortcuts ``mass``, ``mass_rec`` [GeV] and ``n`` used by :func:`reconstruction_summary`."""
-    sample = load_jets(data_config, files, max_jets=max_jets, batch_size=batch_size)
+    sample = load_jets(data_config, files, max_jets=max_jets, batch_size=batch_size, seed=seed)
     rec, counts = reconstruct(tokenizer, sample, batch_size=batch_size, device=device)
     out = {"label": sample.label, "code_counts": counts}
     for key, s in (("input", sample), ("reconstructed", rec)):

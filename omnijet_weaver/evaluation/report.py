@@ -4,8 +4,12 @@
         write_text(work / "summary.md", "...")       # work is the hidden folder; on success it becomes report/
 
 An existing non-empty output is refused unless ``overwrite``, and even then only a folder that holds the
-same ``marker`` file (a previous report of the same command) is replaced. A failed run leaves no output;
-its hidden folder is removed, or with ``keep_failed`` kept (with its logs) and the message says where.
+same ``marker`` file (a previous report of the same command), listing every file in it, is replaced; this is
+checked when the command starts and again right before anything is replaced (:func:`omnijet_weaver.atomic.publish`),
+so a file put into the folder during the run is never deleted. A run that fails or is interrupted (Ctrl-C,
+SIGTERM) leaves no output: its hidden folder is removed, or, for a failure with ``keep_failed``, kept with its
+logs as ``<output>.failed`` and the message says where. Hidden folders of killed runs (SIGKILL) are removed
+by the next run with the same output.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import publish  # noqa: F401 (re-exported)
+from ..atomic import (
+    check_writable_folder,
+    clean_stale_partials,
+    foreign_files,
+    free_name,
+    partial_path,
+    publish,
+)
 from ..errors import OutputExistsError  # noqa: F401 (re-exported)
 
 
@@ -38,18 +49,31 @@ def check_report_folder(output, marker: str, overwrite: bool = False, kind: str 
         if not (output / marker).is_file():
             raise OutputExistsError(f"output folder {str(output)!r} is not empty and is no {kind} (it has no {marker} "
                                     f"file): refusing to replace it even with --overwrite; choose another --output")
+        foreign = foreign_files(output, marker)
+        if foreign is None:
+            raise OutputExistsError(f"output folder {str(output)!r} was written by an older omnijet-weaver (its "
+                                    f"{marker} file lists no files): delete it yourself, or choose another --output")
+        if foreign:
+            raise OutputExistsError(f"output folder {str(output)!r} holds {len(foreign)} file(s) that its {kind} "
+                                    f"did not write (e.g. {foreign[0]}): refusing to replace it even with "
+                                    f"--overwrite; move them away, or choose another --output")
+    parent = next(p for p in (output, *output.parents) if p.exists())
+    if not parent.is_dir():
+        raise OutputExistsError(f"output {str(output)!r}: {str(parent)!r} is a file, not a folder")
+    check_writable_folder(parent, f"output {str(output)!r}")
     return output
 
 
 class ReportFolder:
-    """Context manager: yields the hidden work folder ``.<output>.partial-<pid>`` (``-2``, ... after a kept
-    failed run of the same process), holding the ``marker`` file; publishes it as ``output`` when the block
-    succeeds.
+    """Context manager: yields the hidden work folder ``.<output>.partial-<host>-<pid>`` (``-2``, ... when the
+    same process uses it again), holding the ``marker`` file; publishes it as ``output`` when the block succeeds
+    (:func:`omnijet_weaver.atomic.publish`, which lists the files in the marker).
 
-    When the block raises (also on Ctrl-C), the work folder is removed, or with ``keep_failed`` kept, with its
-    logs, and ``say`` (default: print to stderr) tells where. ``scratch``: a sub-folder of bulky intermediate
-    files (jets, checkpoints, predictions) deleted at the end either way unless ``keep_scratch``. ``kind`` names
-    the folder in messages (default: from the marker, e.g. "omnijet-weaver-demo report").
+    When the block raises, the work folder is removed; only a failure (not Ctrl-C or SIGTERM) with
+    ``keep_failed`` keeps it, with its logs, as ``<output>.failed`` (``-<pid>`` when that exists) and ``say``
+    (default: print to stderr) tells where. ``scratch``: a sub-folder of bulky intermediate files (jets,
+    checkpoints, predictions) deleted at the end either way unless ``keep_scratch``. ``kind`` names the folder
+    in messages (default: from the marker, e.g. "omnijet-weaver-demo report").
     """
 
     def __init__(self, output, marker: str, overwrite: bool = False, keep_failed: bool = False, *,
@@ -57,18 +81,22 @@ class ReportFolder:
         self.kind = kind or f"{marker.lstrip('.')} report"
         self.output = check_report_folder(output, marker, overwrite, kind=self.kind)
         self.marker = marker
+        self.overwrite = overwrite
         self.keep_failed = keep_failed
         self.scratch = scratch
         self.keep_scratch = keep_scratch
         self.say = say or (lambda message: print(message, file=sys.stderr, flush=True))
-        work = self.output.parent / f".{self.output.name}.partial-{os.getpid()}"
+        clean_stale_partials(self.output)
+        work = partial_path(self.output)
         tries = (work.with_name(f"{work.name}-{i}") for i in range(2, 10_000))
-        self.work = work if not work.exists() else next(w for w in tries if not w.exists())  # a kept failed run
+        self.work = work if not work.exists() else next(w for w in tries if not w.exists())
+        self.failed = free_name(self.output, ".failed")  # where a failed run is kept (named in its messages)
 
     def __enter__(self) -> Path:
         self.work.parent.mkdir(parents=True, exist_ok=True)
         self.work.mkdir()
-        (self.work / self.marker).write_text(f"{self.kind}, {datetime.datetime.now().isoformat(timespec='seconds')}\n")
+        (self.work / self.marker).write_text(json.dumps(
+            {"kind": self.kind, "started": datetime.datetime.now().isoformat(timespec="seconds")}) + "\n")
         return self.work
 
     def __exit__(self, exc_type, exc, tb):
@@ -76,11 +104,14 @@ class ReportFolder:
         if scratch is not None and not self.keep_scratch and scratch.exists():
             shutil.rmtree(scratch, ignore_errors=exc_type is not None)
         if exc_type is None:
-            publish(self.work, self.output)
-        elif not self.keep_failed:
+            publish(self.work, self.output, self.marker, self.overwrite, kind=self.kind)
+        elif not self.keep_failed or issubclass(exc_type, KeyboardInterrupt):
             shutil.rmtree(self.work, ignore_errors=True)
         elif self.work.exists():
-            self.say(f"stopped ({exc_type.__name__}): the partial {self.kind}, with its logs, is kept in {self.work}")
+            kept = self.failed if not os.path.lexists(self.failed) else free_name(self.output, ".failed")
+            os.replace(self.work, kept)
+            self.work = kept
+            self.say(f"stopped ({exc_type.__name__}): the partial {self.kind}, with its logs, is kept in {kept}")
         return False
 
 
@@ -151,6 +182,21 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
 
+def figure_lines(figures: dict) -> list[str]:
+    """The "Figures" section of a summary.md: one line per figure (``{name: [file names]}``), the PNG shown inline
+    where there is one, else a link to the first file; a note when the report has none (``--figures none``)."""
+    lines = ["## Figures", ""]
+    for key, files in figures.items():
+        png = [f for f in files if f.endswith(".png")]
+        if png:
+            lines.append(f"- {key}: ![{key}]({png[0]})")
+        elif files:
+            lines.append(f"- {key}: [{files[0]}]({files[0]})")
+    if not any(figures.values()):
+        lines.append("None written (`--figures none`).")
+    return lines
+
+
 def markdown_table(headers, rows) -> str:
     """A GitHub-flavoured markdown table (``tabulate``, ``tablefmt="github"``), ending in a newline. Cells are
     converted with ``str`` and never reformatted (format numbers with :func:`fmt` first)."""
@@ -161,5 +207,6 @@ def markdown_table(headers, rows) -> str:
 
 
 __all__ = ["OutputExistsError", "ReportFolder", "check_report_folder", "publish", "write_text", "write_json",
+           "figure_lines",
            "finite", "json_text", "fmt", "pm", "mean_std",
            "markdown_table"]

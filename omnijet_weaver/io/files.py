@@ -1,7 +1,8 @@
 """Reading and writing jets in the JetClass layout (ROOT TTree ``tree`` or parquet).
 
-Outputs are always written under a temporary name in the target folder and renamed at the end, so an
-interrupted command never leaves a file that looks complete. ROOT files are written as TTrees
+Outputs are always written under a hidden partial name in the target folder and published at the end
+(:mod:`omnijet_weaver.atomic`), so an interrupted command never leaves a file that looks complete and two
+runs never silently replace each other's output. ROOT files are written as TTrees
 (``mktree`` + ``extend``): uproot's ``f[name] = {...}`` would write an RNTuple, which weaver skips.
 """
 
@@ -14,29 +15,38 @@ import numpy as np
 
 from ..atomic import atomic_output
 from ..constants import TREE_NAME
-from ..errors import OutputExistsError  # noqa: F401 (re-exported)
+from ..errors import ConfigError, OutputExistsError  # noqa: F401 (re-exported)
 
 
 def check_output_path(path, overwrite: bool = False, suffixes=(".root", ".parquet")) -> str:
-    """Validate an output path before any work is done; returns it as a string.
+    """Validate an output file path before any work is done; returns it as a string (``~`` expanded).
 
-    Raises a clear error for a missing folder, an unknown extension, or an existing file (unless
-    ``overwrite``).
+    Raises a clear error for a missing folder, a folder this process cannot write in, an unknown extension, a
+    path that is a folder, or an existing file (unless ``overwrite``). Where it can, it also removes partial
+    files that killed runs left for this output (:mod:`omnijet_weaver.atomic`).
     """
-    path = os.fspath(path)
+    from ..atomic import check_writable_folder, clean_stale_partials
+
+    path = os.path.expanduser(os.fspath(path))
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
+        raise ConfigError(f"output {path!r} is a folder; give a file name (e.g. {os.path.join(path, 'out')}"
+                         f"{suffixes[0] if suffixes else ''})")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"output folder {folder!r} does not exist; create it first")
     if suffixes and not path.endswith(tuple(suffixes)):
         raise ValueError(f"output {path!r} must end with one of {', '.join(suffixes)}")
-    if os.path.exists(path) and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(f"output {path!r} exists; pass --overwrite to replace it")
+    check_writable_folder(folder, f"output {path!r}")
+    clean_stale_partials(path)
     return path
 
 
-def write_root(path, arrays: dict, tree: str = TREE_NAME, chunk_size: int = 100_000) -> None:
+def write_root(path, arrays: dict, tree: str = TREE_NAME, chunk_size: int = 100_000, overwrite: bool = True) -> None:
     """Write a dict of equal-length arrays (numpy for per-jet values, awkward jagged for per-constituent
-    values) as a TTree, atomically. Jagged branches get uproot's usual ``n<name>`` counter branches.
+    values) as a TTree, atomically (:func:`omnijet_weaver.atomic.atomic_output`; without ``overwrite`` an
+    existing file is never replaced). Jagged branches get uproot's usual ``n<name>`` counter branches.
     """
     arrays = {k: (v if isinstance(v, np.ndarray) else ak.Array(v)) for k, v in arrays.items()}
     lengths = {len(v) for v in arrays.values()}
@@ -45,7 +55,7 @@ def write_root(path, arrays: dict, tree: str = TREE_NAME, chunk_size: int = 100_
     import uproot
 
     n = lengths.pop()
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         with uproot.recreate(tmp) as f:
             branch_types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content) for k, v in arrays.items()}
             t = f.mktree(tree, branch_types)
@@ -53,19 +63,21 @@ def write_root(path, arrays: dict, tree: str = TREE_NAME, chunk_size: int = 100_
                 t.extend({k: v[start : start + chunk_size] for k, v in arrays.items()})
 
 
-def write_parquet(path, arrays: dict) -> None:
-    """Write a dict of equal-length (possibly jagged) arrays as one parquet file, atomically."""
-    with atomic_output(path) as tmp:
+def write_parquet(path, arrays: dict, overwrite: bool = True) -> None:
+    """Write a dict of equal-length (possibly jagged) arrays as one parquet file, atomically (without
+    ``overwrite`` an existing file is never replaced)."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
         ak.to_parquet(ak.zip({k: ak.Array(v) for k, v in arrays.items()}, depth_limit=1), tmp)
 
 
-def write_jets(path, arrays: dict) -> None:
-    """Write by extension: ``.root`` (TTree ``tree``) or ``.parquet``."""
+def write_jets(path, arrays: dict, overwrite: bool = True) -> None:
+    """Write by extension: ``.root`` (TTree ``tree``) or ``.parquet`` (without ``overwrite`` an existing file
+    is never replaced, even one that appeared while the jets were made)."""
     path = os.fspath(path)
     if path.endswith(".root"):
-        write_root(path, arrays)
+        write_root(path, arrays, overwrite=overwrite)
     elif path.endswith(".parquet"):
-        write_parquet(path, arrays)
+        write_parquet(path, arrays, overwrite=overwrite)
     else:
         raise ValueError(f"cannot tell the format of {path!r}: use a .root or .parquet file name")
 
@@ -101,7 +113,7 @@ def convert_to_ttree(src, dst, tree: str = TREE_NAME, overwrite: bool = False) -
     for name in table.fields:
         col = table[name]
         arrays[name] = col.to_numpy() if col.ndim == 1 else col
-    write_root(dst, arrays, tree=tree)
+    write_root(dst, arrays, tree=tree, overwrite=overwrite)
     return len(table)
 
 

@@ -26,7 +26,53 @@ from tqdm.auto import tqdm
 
 from ..constants import MAX_PARTICLES, pad_token, start_token, stop_token, vocab_size
 
-__all__ = ["SampledTokens", "sample_tokens", "make_generator", "pick_next"]
+__all__ = ["SampledTokens", "sample_tokens", "make_generator", "pick_next", "check_sampling_args", "MIN_TEMPERATURE"]
+
+#: Smallest sampling temperature: the logits are divided by it, and below this they may overflow (use top_k=1
+#: for greedy sampling).
+MIN_TEMPERATURE = 1e-6
+
+
+def _whole(name: str, value, low: int) -> int:
+    """``value`` as an int >= ``low`` (ints and numpy integers, not bools or floats), else ValueError."""
+    import operator
+
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}") from None
+    if value < low:
+        raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}")
+    return value
+
+
+def check_sampling_args(num_jets, batch_size, temperature, top_k, max_particles=MAX_PARTICLES) -> tuple:
+    """Check the sampling arguments before any work (a batch size of 0 would loop forever, a NaN temperature
+    gives garbage tokens): returns ``(num_jets, batch_size, temperature, top_k, max_particles)`` or raises
+    ValueError naming the argument. ``num_jets`` >= 0, ``batch_size`` >= 1, ``temperature`` finite and at least
+    :data:`MIN_TEMPERATURE`, ``top_k`` None or >= 1, ``max_particles`` >= 1."""
+    import math
+
+    num_jets = _whole("num_jets", num_jets, 0)
+    batch_size = _whole("batch_size", batch_size, 1)
+    max_particles = _whole("max_particles", max_particles, 1)
+    if top_k is not None:
+        top_k = _whole("top_k", top_k, 1)
+    try:
+        if isinstance(temperature, (bool, str, bytes)):
+            raise TypeError
+        temperature = float(temperature)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}") from None
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature} (use top_k=1 for greedy "
+                         f"sampling)")
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(f"temperature must be at least {MIN_TEMPERATURE:g}, got {temperature} (smaller ones overflow "
+                         f"the logits; use top_k=1 for greedy sampling)")
+    return num_jets, batch_size, temperature, top_k, max_particles
 
 
 class SampledTokens(NamedTuple):
@@ -185,11 +231,12 @@ def sample_tokens(
             ``new_caches()``), already on ``device``. Used as is (it has no dropout).
         head: next-token head, hidden (B, E) -> logits (B, V), V = ``vocab_size(codebook_size)``.
         codebook_size: K.
-        num_jets: N.
-        batch_size: jets sampled together.
-        max_particles: most constituents per jet.
-        temperature: softmax temperature (> 0).
-        top_k: sample among the k most likely allowed tokens only; None = all. ``top_k=1`` is greedy.
+        num_jets: N (>= 0).
+        batch_size: jets sampled together (>= 1).
+        max_particles: most constituents per jet (>= 1).
+        temperature: softmax temperature, finite, at least :data:`MIN_TEMPERATURE`.
+        top_k: sample among the k most likely allowed tokens only (k >= 1); None = all. ``top_k=1`` is greedy.
+            Bad values raise ValueError before any work (:func:`check_sampling_args`).
         generator: ``torch.Generator`` on the sampling device, an int seed, or None (seeded from torch's
             global RNG). The same seed (and ``batch_size``) gives the same jets, with or without the cache,
             and ``num_jets=n`` gives the first n jets of any larger ``num_jets``.
@@ -200,12 +247,8 @@ def sample_tokens(
     Returns:
         :class:`SampledTokens` ``(codes (N, max_particles) long, lengths (N,) long)`` on the CPU.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature} (use top_k=1 for greedy sampling)")
-    if max_particles < 1:
-        raise ValueError(f"max_particles must be >= 1, got {max_particles}")
-    if top_k is not None and top_k < 0:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    num_jets, batch_size, temperature, top_k, max_particles = check_sampling_args(
+        num_jets, batch_size, temperature, top_k, max_particles)
     if device is None:
         device = next(backbone.parameters()).device
     device = torch.device(device)

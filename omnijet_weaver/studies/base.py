@@ -5,9 +5,10 @@ A study subclasses :class:`WeaverStudy`: it names its marker file, its stages an
 implements ``build()`` (the stages, which fill ``self.summary``) and ``markdown(summary)``. The base gives it:
 
 - the report folder (:class:`~omnijet_weaver.evaluation.report.ReportFolder`): checked before any work, built
-  in a hidden sibling ``.<output>.partial-<pid>`` with ``data/`` (jets, checkpoints, predictions) and ``logs/``
+  in a hidden sibling ``.<output>.partial-<host>-<pid>`` with ``data/`` (jets, checkpoints, predictions) and ``logs/``
   (the weaver logs), renamed to ``--output`` when complete; a failed run keeps the partial folder with its logs
-  and says where; ``data/`` is deleted at the end unless ``keep_data``;
+  as ``<output>.failed`` and says where (an interrupted one keeps nothing); ``data/`` is deleted at the end
+  unless ``keep_data``;
 - ``say``, ``shown`` and the stage timer (``[i/n] name: done in ... s``);
 - the weaver command lines: the options every run shares (:meth:`WeaverStudy.common_args`), a tagger training
   (:meth:`WeaverStudy.train_args`), a ``--predict`` run (:meth:`WeaverStudy.predict_args`), the validation
@@ -68,6 +69,8 @@ class JetStudyConfig:
         batch_size: jets per batch when reading, tokenizing or generating.
         device: torch device.
         overwrite: replace an earlier report of the same command.
+        figures: formats the figures are written in (of ``evaluation.plots.FIGURE_FORMATS``); empty: none (the
+            report then has its tables only, and matplotlib is not needed).
     """
 
     files: list
@@ -79,6 +82,16 @@ class JetStudyConfig:
     batch_size: int = 256
     device: str = "cpu"
     overwrite: bool = False
+    figures: tuple = ("png", "pdf")
+
+    def check_figures(self) -> None:
+        """Refuse a figure format that is not one of ``FIGURE_FORMATS``."""
+        from ..evaluation.plots import FIGURE_FORMATS
+
+        bad = [f for f in self.figures if f not in FIGURE_FORMATS]
+        if bad:
+            raise ValueError(f"unknown figure format(s) {', '.join(map(str, bad))}: choose from "
+                             f"{', '.join(FIGURE_FORMATS)} (or none)")
 
 
 class WeaverStudy:
@@ -100,7 +113,7 @@ class WeaverStudy:
     #: Comment lines at the top of ``commands.sh``.
     commands_comment: tuple = ()
 
-    def __init__(self, config, out=sys.stdout):
+    def __init__(self, config, out=None):
         config.check()
         self.cfg = config
         self.out = out
@@ -134,7 +147,7 @@ class WeaverStudy:
 
     # -- messages ---------------------------------------------------------------------------------------------
     def say(self, message: str) -> None:
-        print(message, file=self.out, flush=True)
+        print(message, file=self.out or sys.stdout, flush=True)
 
     def shown(self, path) -> str:
         """A path as the user will find it: inside the final report folder."""
@@ -161,11 +174,14 @@ class WeaverStudy:
         self._t0 = time.perf_counter()
         self.say(self.headline())
         self.prepare()
-        with self.folder:
-            self.data.mkdir()
-            self.logs.mkdir()
-            self.build()
-            written = self.write_summary()
+        try:
+            with self.folder:
+                self.data.mkdir()
+                self.logs.mkdir()
+                self.build()
+                written = self.write_summary()
+        finally:
+            self.work = self.folder.work  # where a failed run was kept
         self.say(f"done in {self.elapsed():.1f} s: {self.output / 'summary.md'}")
         return written
 
@@ -191,7 +207,8 @@ class WeaverStudy:
     def runner(self) -> WeaverRunner:
         """``n_workers`` weaver runs at a time, the CPU threads shared among them, run in ``data/``."""
         concurrent = self.cfg.n_workers
-        return WeaverRunner(concurrent, max(1, (os.cpu_count() or 1) // concurrent), cwd=self.data)
+        failed = lambda path: str(path).replace(str(self.work), str(self.folder.failed), 1)  # noqa: E731
+        return WeaverRunner(concurrent, max(1, (os.cpu_count() or 1) // concurrent), cwd=self.data, display=failed)
 
     def mode_options(self, mode: str) -> list:
         """weaver ``-o`` options of a tagger mode (:data:`~omnijet_weaver.weaver.runner.MODES`)."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +177,7 @@ class Demo(WeaverStudy):
     commands_comment = ("The weaver command lines of this demo run (paths as they were during the run;",
                         "the jets and checkpoints are in data/ only with --keep-data).")
 
-    def __init__(self, config: DemoConfig, out=sys.stdout):
+    def __init__(self, config: DemoConfig, out=None):
         super().__init__(config, out)
         from ..evaluation.plots import require_matplotlib
         from ..io.pythia import require_pythia
@@ -556,7 +555,7 @@ def summary_markdown(s: dict) -> str:
     return "\n".join(L)
 
 
-def run_demo(config: DemoConfig, out=sys.stdout) -> dict:
+def run_demo(config: DemoConfig, out=None) -> dict:
     """Run the demo; returns the summary (also written to ``<output>/summary.json``)."""
     return Demo(config, out=out).run()
 

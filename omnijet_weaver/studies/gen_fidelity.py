@@ -24,7 +24,7 @@ import torch
 from scipy.stats import wasserstein_distance
 
 from ..evaluation.reconstruction import JetSample, load_jets, reconstruct
-from ..evaluation.report import ReportFolder, fmt, markdown_table, write_json, write_text
+from ..evaluation.report import ReportFolder, figure_lines, fmt, markdown_table, write_json, write_text
 from ..models.features import to_features
 from .base import JetStudyConfig
 
@@ -92,28 +92,31 @@ class GenFidelityConfig(JetStudyConfig):
             raise ValueError(f"--num-jets must be at least 10, got {self.num_jets}")
         if self.epochs < 1 or self.patience < 1 or self.width < 1:
             raise ValueError("--epochs, --patience and --width must be at least 1")
+        self.check_figures()
 
 
-def run_gen_fidelity(cfg: GenFidelityConfig, out=sys.stdout) -> dict:
-    """Run one evaluation (see the module docstring); returns the summary (also summary.json)."""
+def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
+    """Run one evaluation (see the module docstring); returns the summary (also summary.json). Progress lines go
+    to ``out`` (default: ``sys.stdout`` at the time of the call)."""
     from ..evaluation.classifiers import classifier_test
     from ..evaluation.plots import hist_ratio, require_matplotlib
     from ..models.generative import load_generative
     from ..models.packaged import packaged_path
-    from ..weaver.dataset import check_branches, check_files
+    from ..weaver.dataset import check_jet_files
     from .token_quality import default_data_config
 
     cfg.check()
-    require_matplotlib()
+    if cfg.figures:
+        require_matplotlib()
     t0 = time.perf_counter()
-    say = lambda m: print(m, file=out, flush=True)  # noqa: E731
+    say = lambda m: print(m, file=out or sys.stdout, flush=True)  # noqa: E731
     data_config = cfg.data_config or default_data_config()
-    files = check_files(cfg.files)
-    check_branches(files, data_config)
+    files = check_jet_files(cfg.files, data_config)[0]  # files, data config, selection: before any work
     checkpoint = cfg.checkpoint or packaged_path("gpt")
     model = load_generative(checkpoint)
     with ReportFolder(cfg.output, MARKER, overwrite=cfg.overwrite) as work:
-        real = load_jets(data_config, files, max_jets=cfg.max_real_jets or cfg.num_jets)
+        real = load_jets(data_config, files, max_jets=cfg.max_real_jets or cfg.num_jets, batch_size=cfg.batch_size,
+                         seed=cfg.seed)  # a mix of the files, in proportion to their entries, shuffled
         real_rec, _ = reconstruct(model.tokenizer, real, device=cfg.device)
         say(f"{len(real)} real jets read and reconstructed with the generator's tokenizer")
         start = time.perf_counter()
@@ -136,14 +139,15 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=sys.stdout) -> dict:
         figures = {}
         samples = {"real": real, "real reconstructed": real_rec, "generated": gen}
         jets = {k: s.observables() for k, s in samples.items()}
-        for key in JET_KEYS:
+        for key in JET_KEYS if cfg.figures else ():
             figures[key] = [p.name for p in hist_ratio(work / key, {k: v[0][key] for k, v in jets.items()}, BINS[key],
-                                                       reference="real reconstructed", xlabel=LABELS[key])]
-        for key in CONSTITUENT_KEYS:
+                                                       reference="real reconstructed", xlabel=LABELS[key],
+                                                       formats=cfg.figures)]
+        for key in CONSTITUENT_KEYS if cfg.figures else ():
             name = f"const_{key}"
             figures[name] = [p.name for p in hist_ratio(work / name, {k: v[1][key] for k, v in jets.items()}, BINS[name],
                                                         reference="real reconstructed", xlabel=LABELS[name],
-                                                        logx=key == "pt", logy=key == "pt")]
+                                                        logx=key == "pt", logy=key == "pt", formats=cfg.figures)]
         medians = {k: {o: float(np.median(v[0][o])) for o in ("mass", "n")} for k, v in jets.items()}
         summary = {"checkpoint": str(checkpoint), "generator": model.config, "files": [str(f) for f in files],
                    "real_jets": len(real), "generated_jets": len(gen), "generation_seconds": gen_seconds,
@@ -182,11 +186,7 @@ def summary_markdown(s: dict) -> str:
     lines += ["## Medians", ""]
     lines.append(markdown_table(["sample", "jet mass [GeV]", "constituents"],
                                 [[k, fmt(v["mass"], 1), fmt(v["n"], 0)] for k, v in s["medians"].items()]))
-    lines += ["## Figures", ""]
-    for key, files in s["figures"].items():
-        png = [f for f in files if f.endswith(".png")]
-        if png:
-            lines.append(f"- {key}: ![{key}]({png[0]})")
+    lines += figure_lines(s["figures"])
     lines += ["", f"Run time {s['seconds']:.1f} s (generation {s['generation_seconds']:.1f} s).", ""]
     return "\n".join(lines)
 

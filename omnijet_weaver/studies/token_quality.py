@@ -28,7 +28,7 @@ import numpy as np
 
 from ..constants import ANGLE_CUT, ETA_PHI_SCALE
 from ..evaluation.reconstruction import RESOLUTION_OBSERVABLES, load_jets, reconstruct, resolutions, token_spread
-from ..evaluation.report import ReportFolder, fmt, markdown_table, mean_std, pm, write_json, write_text
+from ..evaluation.report import ReportFolder, figure_lines, fmt, markdown_table, mean_std, pm, write_json, write_text
 from ..models.quantizer import codebook_usage
 from .base import JetStudyConfig
 
@@ -74,6 +74,7 @@ class TokenQualityConfig(JetStudyConfig):
             raise ValueError("--epochs, --patience and --spread-repeats must be at least 1, --spread-tokens at least 0")
         if not self.seeds and self.classifiers:
             raise ValueError("give at least one --seed for the classifiers")
+        self.check_figures()
 
 
 def default_data_config() -> str:
@@ -126,7 +127,7 @@ def tokenizer_label(tok) -> str:
 class TokenQuality:
     """One comparison run; ``run()`` returns the summary (also written as summary.json)."""
 
-    def __init__(self, config: TokenQualityConfig, out=sys.stdout):
+    def __init__(self, config: TokenQualityConfig, out=None):
         config.check()
         self.cfg = config
         self.out = out
@@ -137,23 +138,23 @@ class TokenQuality:
             if name in self.tokenizers:
                 raise ValueError(f"two tokenizers are called {name!r}: name them, e.g. --tokenizer mine={spec}")
             self.tokenizers[name] = tok
-        from ..weaver.dataset import check_branches, check_files
+        from ..weaver.dataset import check_jet_files
 
-        self.files = check_files(config.files)
-        check_branches(self.files, self.data_config)
-        if config.classifiers or config.spread_tokens:
+        self.files = check_jet_files(config.files, self.data_config)[0]  # files, data config, selection
+        if config.figures:
             from ..evaluation.plots import require_matplotlib
 
             require_matplotlib()
 
     def say(self, message: str) -> None:
-        print(message, file=self.out, flush=True)
+        print(message, file=self.out or sys.stdout, flush=True)
 
     def run(self) -> dict:
         cfg = self.cfg
         t0 = time.perf_counter()
         with ReportFolder(cfg.output, MARKER, overwrite=cfg.overwrite) as work:
-            sample = load_jets(self.data_config, self.files, max_jets=cfg.max_jets, batch_size=cfg.batch_size)
+            sample = load_jets(self.data_config, self.files, max_jets=cfg.max_jets, batch_size=cfg.batch_size,
+                               seed=cfg.seed)  # a mix of the files, in proportion to their entries, shuffled
             names = sample.class_names or [f"class_{i}" for i in range(int(sample.label.max()) + 1)]
             present = [names[i] for i in np.unique(sample.label)]
             self.say(f"{len(sample)} jets ({', '.join(f'{c}: {(sample.label == names.index(c)).sum()}' for c in present)})")
@@ -176,8 +177,8 @@ class TokenQuality:
                          f"resolution (all jets) sigma {m['sigma']:.2f} GeV, mean {m['mean']:+.2f} GeV")
             if cfg.classifiers:
                 summary["information_loss"] = self.information_loss(sample, recs)
-            figures = self.figures(work, sample, recs, names)
-            if cfg.spread_tokens:
+            figures = self.figures(work, sample, recs, names) if cfg.figures else {}
+            if cfg.spread_tokens and cfg.figures:
                 figures["token_spread"] = self.spread_figure(work, recs)
             summary["figures"] = figures
             summary["seconds"] = time.perf_counter() - t0
@@ -228,7 +229,8 @@ class TokenQuality:
         for obs in RESOLUTION_OBSERVABLES:
             samples = {"original": original[obs], **{n: r.observables()[0][obs] for n, (r, _) in recs.items()}}
             figs[f"{obs}"] = [p.name for p in plots.hist_ratio(work / f"{obs}", samples, BINS[obs], reference="original",
-                                                               xlabel=LABELS[obs], title="all jets")]
+                                                               xlabel=LABELS[obs], title="all jets",
+                                                               formats=self.cfg.figures)]
             for cls, sel in class_groups(sample.label, names).items():
                 diffs = {n: r.observables()[0][obs][sel] - original[obs][sel] for n, (r, _) in recs.items()}
                 w = DIFF_RANGE[obs]
@@ -236,7 +238,8 @@ class TokenQuality:
                 label = LABELS[obs].split(" [")[0]
                 figs[f"{obs}_diff_{cls}"] = [p.name for p in plots.hist_ratio(
                     work / f"{obs}_diff_{cls}", diffs, np.linspace(-w, w, 41), ratio=False,
-                    xlabel=f"{label} reconstructed $-$ original{unit}", title=f"{cls} jets")]
+                    xlabel=f"{label} reconstructed $-$ original{unit}", title=f"{cls} jets",
+                    formats=self.cfg.figures)]
         return figs
 
     def spread_figure(self, work: Path, recs) -> list:
@@ -270,7 +273,7 @@ class TokenQuality:
                 ax.set_title(name, fontsize="medium")
             axes[0].set_ylabel(r"$\eta^{rel}$")
             fig.subplots_adjust(wspace=0.3)
-            return [p.name for p in save_figure(fig, work / "token_spread")]
+            return [p.name for p in save_figure(fig, work / "token_spread", cfg.figures)]
 
 
 def _resolution_cell(r: dict, digits: int) -> str:
@@ -303,16 +306,12 @@ def summary_markdown(s: dict) -> str:
             rows.append([name, *(f"{pm(d['accuracy_mean'], d['accuracy_std'], 4)} ({fmt(d['auc_mean'], 4)})"
                                  for d in (s["information_loss"][m][name] for m in models))])
         lines.append(markdown_table(["constituents", *models], rows))
-    lines += ["## Figures", ""]
-    for key, files in s.get("figures", {}).items():
-        png = [f for f in files if f.endswith(".png")]
-        if png:
-            lines.append(f"- {key}: ![{key}]({png[0]})")
+    lines += figure_lines(s.get("figures", {}))
     lines += ["", f"Run time {s['seconds']:.1f} s.", ""]
     return "\n".join(lines)
 
 
-def run_token_quality(config: TokenQualityConfig, out=sys.stdout) -> dict:
+def run_token_quality(config: TokenQualityConfig, out=None) -> dict:
     """Run one comparison (see the module docstring); returns the summary."""
     return TokenQuality(config, out).run()
 

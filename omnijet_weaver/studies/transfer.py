@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -323,7 +322,7 @@ class TransferStudy(WeaverStudy):
         "checkpoints and predictions are in data/ only with --keep-data). Each training is followed by",
         "its prediction with the best epoch's checkpoint.")
 
-    def __init__(self, config: TransferConfig, out=sys.stdout):
+    def __init__(self, config: TransferConfig, out=None):
         from ..evaluation.plots import require_matplotlib
         from ..weaver.dataset import check_branches, check_files
 
@@ -615,7 +614,7 @@ def summary_markdown(res: dict) -> str:
     return "\n".join(L)
 
 
-def run_transfer(config: TransferConfig, out=sys.stdout) -> dict:
+def run_transfer(config: TransferConfig, out=None) -> dict:
     """Run the study; returns the results (also written to ``<output>/results.json``)."""
     return TransferStudy(config, out=out).run()
 

@@ -9,27 +9,52 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 
-from ..constants import INPUT_NAMES, MAX_PARTICLES
+from ..constants import MAX_PARTICLES
+from ..errors import OmniJetError
 from ..models.gpt import BACKBONE_OPTIONS
+from .dataset import check_inputs  # the one input check, shared with the commands (re-exported)
 
 #: Keyword arguments weaver passes to every get_model().
 WEAVER_KWARGS = ("for_inference", "use_amp", "compile_model")
 
 
-def check_inputs(data_config, network: str) -> None:
-    """Raise a clear error unless the data config provides ParT's kin inputs in ParT's order."""
-    names = tuple(data_config.input_names)
-    if names[: len(INPUT_NAMES)] != INPUT_NAMES:
-        raise ValueError(
-            f"{network} needs ParT's kin inputs {list(INPUT_NAMES)} (in this order) in the data config's "
-            f"`inputs`, but it has {list(names)}; start from data_configs/qg_top.yaml"
-        )
-    for name in ("pf_points", "pf_vectors", "pf_mask"):
-        rows = len(data_config.input_dicts[name])
-        want = {"pf_points": 2, "pf_vectors": 4, "pf_mask": 1}[name]
-        if rows != want:
-            raise ValueError(f"{network}: input {name} must have {want} variables, the data config gives {rows}")
+def _called_by_weaver(depth: int = 8) -> bool:
+    """Whether weaver-core's own code (module ``weaver`` or ``weaver.*``) is among the callers (up to ``depth``
+    frames above the caller of this function)."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        name = frame.f_globals.get("__name__") or ""
+        if name == "weaver" or name.startswith("weaver."):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def one_line_in_weaver(network: str):
+    """Decorator of the builders behind a network config (``get_model``, ``get_train_fn``, ...): when weaver calls
+    them, an error of ours (:class:`~omnijet_weaver.errors.OmniJetError`: a missing or corrupted checkpoint, an
+    option that cannot work) is one line ``<network>: error: <message>`` on stderr and exit code 2, as from our
+    commands, instead of a traceback through weaver; called from Python, the error is raised as usual."""
+
+    def decorate(builder):
+        @functools.wraps(builder)
+        def wrapped(*args, **kwargs):
+            try:
+                return builder(*args, **kwargs)
+            except OmniJetError as err:
+                if not _called_by_weaver():
+                    raise
+                text = " ".join(str(err).split())
+                print(f"{network}: error: {text.removeprefix(network + ': ')}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+
+        return wrapped
+
+    return decorate
 
 
 def split_options(cls, options: dict, network: str, extra=()) -> tuple[dict, dict]:
@@ -64,6 +89,7 @@ def model_info(data_config, output_names=("output",)) -> dict:
     }
 
 
+@one_line_in_weaver("omnijet_vqvae")
 def vqvae_model(data_config, **options):
     """get_model() of ``omnijet_vqvae.py``: a :class:`~omnijet_weaver.models.tokenizer.VQVAE` built from ``-o``
     options (its constructor arguments; the paper's values by default)."""
@@ -76,6 +102,7 @@ def vqvae_model(data_config, **options):
     return model, model_info(data_config, output_names=("loss",))
 
 
+@one_line_in_weaver("omnijet_gpt")
 def gpt_model(data_config, **options):
     """get_model() of ``omnijet_gpt.py``: :class:`~omnijet_weaver.models.generative.OmniJetGPT` around the frozen
     tokenizer named by ``-o tokenizer "'path.pt'"``; ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim``
@@ -116,6 +143,7 @@ def seed_everything(seed, where: str = "omnijet_cls") -> int:
     return seed
 
 
+@one_line_in_weaver("omnijet_cls")
 def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_backbone=False, seed=None,
                  early_stopping=None, **options):
     """get_model() of ``omnijet_cls.py``: :class:`~omnijet_weaver.models.tagger.OmniJetTagger`.
@@ -194,6 +222,7 @@ def _no_attribute_error(hook):
     return wrapped
 
 
+@one_line_in_weaver("omnijet_cls")
 @_no_attribute_error
 def tagger_train_fn(data_config, early_stopping=None, **options):
     """get_train_fn() of ``omnijet_cls.py``: always ours (:class:`~omnijet_weaver.weaver.loops.TaggerLoops`):
@@ -218,6 +247,7 @@ def tagger_train_fn(data_config, early_stopping=None, **options):
     return TaggerLoops(patience).train
 
 
+@one_line_in_weaver("omnijet_cls")
 @_no_attribute_error
 def tagger_evaluate_fn(data_config, early_stopping=None, **options):
     """get_evaluate_fn() of ``omnijet_cls.py`` (see :func:`tagger_train_fn`); ``--predict`` runs weaver's own

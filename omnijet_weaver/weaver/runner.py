@@ -44,6 +44,19 @@ MODES = {
 
 
 
+#: A Python program that asks Linux to send it SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG, kept across
+#: exec), then becomes ``argv[2:]`` (weaver). argv[1] is the parent's pid: if the parent is gone already, it stops.
+EXEC_TIED_TO_PARENT = """import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+except Exception:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(143)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 # --------------------------------------------------------------------------------------------------------
 # the shipped configs and the weaver command
 # --------------------------------------------------------------------------------------------------------
@@ -120,6 +133,13 @@ class WeaverRunner:
     def command(self, job: WeaverJob) -> list:
         return [self.exe] + [str(a) for a in job.args]
 
+    def launched(self, job: WeaverJob) -> list:
+        """What is started for ``job``: its :meth:`command`, on Linux through :data:`EXEC_TIED_TO_PARENT`, so that
+        weaver stops even when this process is killed without a chance to stop it (SIGKILL)."""
+        if not sys.platform.startswith("linux"):
+            return self.command(job)
+        return [sys.executable, "-c", EXEC_TIED_TO_PARENT, str(os.getpid()), *self.command(job)]
+
     def _run_one(self, job: WeaverJob) -> WeaverJob:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads),
                    PYTHONUNBUFFERED="1")
@@ -131,7 +151,7 @@ class WeaverRunner:
             with self._lock:
                 if self._stopping:
                     raise WeaverRunError("stopped")
-                proc = subprocess.Popen(self.command(job), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen(self.launched(job), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                         env=env, stdin=subprocess.DEVNULL)
                 self._procs.add(proc)
             try:
