@@ -305,6 +305,21 @@ def test_figures_option(name, files, tmp_path, capsys):
                                                                 "--figures", "gif")
 
 
+def test_each_torchrun_rank_takes_its_own_gpu():
+    """Under torchrun a bare ``cuda`` (and ``--device auto``) is ``cuda:LOCAL_RANK``; without torchrun, ``cuda``."""
+    import argparse
+
+    from omnijet_weaver.cli.options import rank_cuda_device
+
+    assert rank_cuda_device(None, 1) == "cuda"
+    assert [rank_cuda_device(str(r), 4) for r in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    with pytest.raises(argparse.ArgumentTypeError, match=r"LOCAL_RANK=2 but this machine has 2 CUDA device\(s\): "
+                                                         r"launch torchrun with --nproc_per_node 2 or fewer"):
+        rank_cuda_device("2", 2)
+    with pytest.raises(argparse.ArgumentTypeError, match="LOCAL_RANK='x' is not a whole number"):
+        rank_cuda_device("x", 2)
+
+
 # --- parsed options -> the study's config ----------------------------------------------------------------------
 
 

@@ -141,6 +141,8 @@ def torch_device(text: str) -> str:
         if device.index is not None and device.index >= count:
             raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to "
                                              f"cuda:{count - 1}")
+        if device.index is None:
+            return rank_cuda_device(os.environ.get("LOCAL_RANK"), count)
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise argparse.ArgumentTypeError(f"{text!r}: this machine has no MPS device; use --device cpu")
     return text
@@ -193,10 +195,30 @@ def data_config_file(text: str) -> str:
 
 
 def default_device() -> str:
-    """``cuda`` if torch sees a GPU, else ``cpu``."""
+    """``cuda`` if torch sees a GPU (``cuda:LOCAL_RANK`` under torchrun: :func:`rank_cuda_device`), else ``cpu``."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return rank_cuda_device(os.environ.get("LOCAL_RANK"), torch.cuda.device_count())
+
+
+def rank_cuda_device(local_rank, count: int) -> str:
+    """The GPU of a process: ``cuda:LOCAL_RANK`` under torchrun (each rank of a node on its own GPU), plain
+    ``cuda`` (the current device) otherwise. ``local_rank``: the ``LOCAL_RANK`` text or None; ``count``: the
+    GPUs this process sees. More ranks on a node than GPUs is refused (two ranks on one GPU would share its
+    memory and run at half speed)."""
+    if local_rank is None:
+        return "cuda"
+    try:
+        rank = int(local_rank)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"LOCAL_RANK={local_rank!r} is not a whole number: launch with torchrun "
+                                         f"or unset LOCAL_RANK") from None
+    if rank >= count:
+        raise argparse.ArgumentTypeError(f"LOCAL_RANK={rank} but this machine has {count} CUDA device(s): launch "
+                                         f"torchrun with --nproc_per_node {count} or fewer, or use --device cpu")
+    return f"cuda:{rank}"
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -66,6 +66,16 @@ class QuantizerOutput:
 
 
 @torch.no_grad()
+def autocast_off(device: torch.device):
+    """A context in which autocast is off for ``device``'s type (cuda, cpu, ...; a no-op for a type autocast
+    does not know), so that what runs inside computes in the dtype of its tensors, whatever autocast (weaver's
+    ``--use-amp``, a user's ``torch.autocast``) is active outside."""
+    try:
+        return torch.autocast(device_type=torch.device(device).type, enabled=False)
+    except RuntimeError:  # a device type without autocast
+        return contextlib.nullcontext()
+
+
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
     """Index of the nearest row of ``codebook`` for every row of ``x`` (squared Euclidean distance).
 
@@ -81,9 +91,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk_elements: int = 
     rows = max(1, chunk_elements // max(1, codebook.shape[0]))
     c_sq = codebook.pow(2).sum(1)  # |x|^2 is the same for all codes of a row, so it is left out
     out = []
-    no_autocast = (torch.autocast(device_type=x.device.type, enabled=False)
-                   if x.device.type in ("cuda", "cpu") else contextlib.nullcontext())
-    with no_autocast:
+    with autocast_off(x.device):
         # a traced graph (ONNX export) cannot hold a data-dependent number of chunks: one chunk there
         traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         for chunk in ([x] if traced else x.split(rows)):

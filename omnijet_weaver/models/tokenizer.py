@@ -25,7 +25,13 @@ from ..constants import ANGLE_CUT, ETA_PHI_SCALE, MAX_PARTICLES, NUM_FEATURES
 from .checkpoint import Configurable, register
 from .features import FeatureTransform, from_features, jet_mass_from_features
 from .layers import NormFormerBlock, mlp
-from .quantizer import VectorQuant, codebook_usage, nearest_code
+from .quantizer import VectorQuant, autocast_off, codebook_usage, nearest_code
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as float32 when it is a narrower float (bf16, fp16), else unchanged."""
+    return t.float() if t.is_floating_point() and torch.finfo(t.dtype).bits < 32 else t
+
 
 #: Model kinds that are tokenizers (for checkpoint loading).
 TOKENIZER_KINDS = ("vqvae", "binned")
@@ -50,14 +56,20 @@ class Tokenizer(Configurable):
 
     @torch.no_grad()
     def encode(self, points, vectors, mask=None):
-        """weaver inputs (B, 2, L), (B, 4, L), (B, 1, L) -> (ids (B, N) long, mask (B, N) bool), pT-ordered."""
-        x, keep = self.transform(points, vectors, mask)
-        return self.encode_features(x, keep), keep
+        """weaver inputs (B, 2, L), (B, 4, L), (B, 1, L) -> (ids (B, N) long, mask (B, N) bool), pT-ordered.
+
+        Always in float32 (or the wider dtype of the inputs), with any outer autocast switched off: the tokens
+        do not depend on ``--use-amp`` or bf16, so training sees the tokens tokenize, --predict and ONNX give."""
+        with autocast_off(points.device):
+            x, keep = self.transform(full_precision(points), full_precision(vectors), mask)
+            return self.encode_features(x, keep), keep
 
     @torch.no_grad()
     def decode(self, ids, mask):
-        """ids (B, N), mask (B, N) -> (pT [GeV], eta_rel, phi_rel), each (B, N); 0 at padding."""
-        pt, eta, phi = from_features(self.decode_features(ids, mask))
+        """ids (B, N), mask (B, N) -> (pT [GeV], eta_rel, phi_rel), each (B, N), float32; 0 at padding.
+        Like :meth:`encode`, in full precision whatever autocast is active."""
+        with autocast_off(ids.device):
+            pt, eta, phi = from_features(self.decode_features(ids, mask))
         m = mask.to(pt.dtype)
         return pt * m, eta * m, phi * m
 
@@ -145,11 +157,12 @@ class VQVAE(Tokenizer):
         Returns a dict: ``loss`` (scalar, MSE + alpha * VQ), ``recon_loss``, ``vq_loss``, ``ids`` (B, N),
         ``mask`` (B, N), ``x`` and ``x_rec`` (B, N, 3) features, ``num_replaced`` (dead codes reset).
         """
-        x, keep = self.transform(points, vectors, mask)
-        z = self.encode_latent(x, keep)
-        q = self.quantizer(z, keep)
-        x_rec = self.decode_latent(q.z_q, keep)
-        recon = masked_mse(x_rec, x, keep)
+        with autocast_off(points.device):  # as encode / decode: the tokenizer trains in full precision too
+            x, keep = self.transform(full_precision(points), full_precision(vectors), mask)
+            z = self.encode_latent(x, keep)
+            q = self.quantizer(z, keep)
+            x_rec = self.decode_latent(q.z_q, keep)
+            recon = masked_mse(x_rec, x, keep)
         return {
             "loss": recon + self.alpha * q.loss,
             "recon_loss": recon,
