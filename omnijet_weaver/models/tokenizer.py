@@ -89,6 +89,8 @@ class VQVAE(Tokenizer):
         alpha: weight of the VQ loss in the total loss (MSE + alpha * VQ).
         beta, affine_lr, sync_nu, replace_freq: quantizer options (see :class:`VectorQuant`).
         max_particles: constituents per jet after the pT ordering.
+        mlp_ratio: hidden size of the NormFormer blocks' MLPs in units of ``hidden_dim`` (conditional; the
+            reference OmniJet-alpha code uses 1, see :mod:`omnijet_weaver.models.reference`).
     """
 
     kind = "vqvae"
@@ -96,22 +98,25 @@ class VQVAE(Tokenizer):
     def __init__(self, codebook_size: int = 8192, conditional: bool = True, hidden_dim: int = 128, num_blocks: int = 4,
                  num_heads: int = 8, mlp_layers: int = 3, latent_dim: int = 4, alpha: float = 10.0, beta: float = 0.9,
                  affine_lr: float = 2.0, sync_nu: float = 1.0, replace_freq: int = 10,
-                 max_particles: int = MAX_PARTICLES):
+                 max_particles: int = MAX_PARTICLES, mlp_ratio: int = 4):
         super().__init__(max_particles)
+        # mlp_ratio is stored only when it is not the default 4, so that checkpoints written before it existed
+        # (which describe themselves without it) load and compare unchanged
+        extra = {} if mlp_ratio == 4 else {"mlp_ratio": mlp_ratio}
         self.save_config(
             codebook_size=codebook_size, conditional=conditional, hidden_dim=hidden_dim, num_blocks=num_blocks,
             num_heads=num_heads, mlp_layers=mlp_layers, latent_dim=latent_dim, alpha=alpha, beta=beta,
-            affine_lr=affine_lr, sync_nu=sync_nu, replace_freq=replace_freq, max_particles=max_particles,
+            affine_lr=affine_lr, sync_nu=sync_nu, replace_freq=replace_freq, max_particles=max_particles, **extra,
         )
         self.codebook_size = codebook_size
         self.conditional = conditional
         self.alpha = alpha
         if conditional:
             self.enc_in = nn.Linear(NUM_FEATURES, hidden_dim)
-            self.enc_blocks = nn.ModuleList(NormFormerBlock(hidden_dim, num_heads) for _ in range(num_blocks))
+            self.enc_blocks = nn.ModuleList(NormFormerBlock(hidden_dim, num_heads, mlp_ratio) for _ in range(num_blocks))
             self.enc_out = nn.Linear(hidden_dim, latent_dim)
             self.dec_in = nn.Linear(latent_dim, hidden_dim)
-            self.dec_blocks = nn.ModuleList(NormFormerBlock(hidden_dim, num_heads) for _ in range(num_blocks))
+            self.dec_blocks = nn.ModuleList(NormFormerBlock(hidden_dim, num_heads, mlp_ratio) for _ in range(num_blocks))
             self.dec_out = nn.Linear(hidden_dim, NUM_FEATURES)
         else:
             self.encoder = mlp([NUM_FEATURES] + [hidden_dim] * mlp_layers + [latent_dim])
