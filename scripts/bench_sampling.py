@@ -20,7 +20,11 @@ On a shared machine, other jobs make timings noisy (the load average is printed)
 (many small ops per step) suffers most from intra-op threads waiting for a descheduled core: there,
 ``--threads 1`` gives the fairer comparison.
 
+KV-cache runs can be repeated over several ``--batch-size`` values, ``--precision fp32 bf16`` and ``--compile``.
+
     python scripts/bench_sampling.py --threads 1 --num-jets 512 --num-jets-full 256 --repeats 2
+    python scripts/bench_sampling.py --threads 2 --only natural --num-jets 1024 --num-jets-full 64 \
+        --batch-size 256 1024
 """
 
 from __future__ import annotations
@@ -83,34 +87,50 @@ def best_time(fn, repeats):
 def run(backbone, head, args, label):
     common = dict(
         codebook_size=args.codebook_size,
-        batch_size=args.batch_size,
         max_particles=args.max_particles,
         temperature=1.0,
         top_k=None,
         generator=args.seed,
     )
     n_c, n_f = args.num_jets, args.num_jets_full
-    cached, t_c = best_time(lambda: sample_tokens(backbone, head, num_jets=n_c, use_cache=True, **common), args.repeats)
-    full, t_f = best_time(lambda: sample_tokens(backbone, head, num_jets=n_f, use_cache=False, **common), args.repeats_full)
-    rate_c, rate_f = n_c / t_c, n_f / t_f
-    # the first min(n_c, n_f) jets use the same random stream in both runs
-    n = min(n_c, n_f)
-    same = ((cached.codes[:n] == full.codes[:n]).all(1) & (cached.lengths[:n] == full.lengths[:n])).sum().item()
-    print(f"[{label}]")
-    print(f"  KV cache   : {n_c:6d} jets in {t_c:8.2f} s = {rate_c:8.2f} jets/s, "
-          f"mean length {cached.lengths.float().mean():.1f}")
-    print(f"  full prefix: {n_f:6d} jets in {t_f:8.2f} s = {rate_f:8.2f} jets/s, "
-          f"mean length {full.lengths.float().mean():.1f}")
-    print(f"  speed-up (cache / full): {rate_c / rate_f:.1f}x;  identical jets: {same}/{n};  "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    return rate_c / rate_f
+    print(f"[{label}]  (load average {os.getloadavg()[0]:.1f})", flush=True)
+    full, t_f = best_time(lambda: sample_tokens(backbone, head, num_jets=n_f, use_cache=False,
+                                                batch_size=args.batch_size_full, **common), args.repeats_full)
+    rate_f = n_f / t_f
+    print(f"  full prefix, fp32, batch {args.batch_size_full:5d}: {n_f:6d} jets in {t_f:8.2f} s = {rate_f:8.2f} "
+          f"jets/s, mean length {full.lengths.float().mean():.1f}", flush=True)
+    rates = {}
+    for batch_size in args.batch_size:
+        for precision in args.precision:
+            for compiled in ([False, True] if args.compile else [False]):
+                kw = dict(batch_size=batch_size, precision=precision, compile=compiled, **common)
+                if compiled:  # compile outside the timing (one small run at the same batch size)
+                    t0 = time.perf_counter()
+                    sample_tokens(backbone, head, num_jets=min(n_c, batch_size), **kw)
+                    print(f"  (compiling took {time.perf_counter() - t0:.1f} s)")
+                cached, t_c = best_time(lambda: sample_tokens(backbone, head, num_jets=n_c, **kw), args.repeats)
+                rate_c = n_c / t_c
+                # jet j uses its own uniforms: the first min(n_c, n_f) jets should be the same in both runs
+                n = min(n_c, n_f)
+                same = ((cached.codes[:n] == full.codes[:n]).all(1) & (cached.lengths[:n] == full.lengths[:n]))
+                name = f"KV cache, {precision}{', compiled' if compiled else ''}, batch {batch_size:5d}"
+                print(f"  {name}: {n_c:6d} jets in {t_c:8.2f} s = {rate_c:8.2f} jets/s, mean length "
+                      f"{cached.lengths.float().mean():.1f};  {rate_c / rate_f:6.1f}x full;  identical to full: "
+                      f"{int(same.sum())}/{n};  load average {os.getloadavg()[0]:.1f}", flush=True)
+                rates[name] = rate_c
+    return rates
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-jets", type=int, default=512, help="jets sampled with the KV cache")
     ap.add_argument("--num-jets-full", type=int, default=256, help="jets sampled with full recomputation")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[512],
+                    help="KV-cache runs: batch sizes (slots) to measure, space-separated")
+    ap.add_argument("--batch-size-full", type=int, default=256, help="full-recomputation run: batch size")
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                    help="KV-cache runs: precisions to measure (the full recomputation is fp32)")
+    ap.add_argument("--compile", action="store_true", help="also measure the KV cache with compile=True")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--max-particles", type=int, default=128)
     ap.add_argument("--mean-length", type=float, default=60.0, help="target mean length for regime (b)")
@@ -140,8 +160,9 @@ def main(argv=None):
     with torch.no_grad():
         never.proj.bias[stop] = -1e4
     print(f"load average {os.getloadavg()[0]:.1f}; warming up ...", flush=True)
-    sample_tokens(backbone, never, args.codebook_size, args.batch_size, batch_size=args.batch_size,
-                  max_particles=args.max_particles, generator=12345)
+    warm = max(args.batch_size)
+    sample_tokens(backbone, never, args.codebook_size, warm, batch_size=warm, max_particles=args.max_particles,
+                  generator=12345)
 
     if args.only in (None, "full-length"):
         run(backbone, never, args, f"(a) full length: stop disabled, {args.max_particles} steps")
@@ -154,7 +175,7 @@ def main(argv=None):
         with torch.no_grad():
             natural.proj.bias[stop] = bias
         trial = sample_tokens(backbone, natural, args.codebook_size, args.calibration_jets,
-                              batch_size=args.batch_size, max_particles=args.max_particles, generator=54321)
+                              batch_size=max(args.batch_size), max_particles=args.max_particles, generator=54321)
         mean_len = trial.lengths.float().mean().item()
         print(f"  calibration: stop bias {bias:.3f} -> mean length {mean_len:.1f} ({args.calibration_jets} jets)")
         p_meas = stop_probability_for_mean(mean_len, args.max_particles)

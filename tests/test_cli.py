@@ -167,6 +167,7 @@ def test_negative_num_jets(name, files, tmp_path, capsys):
     ("--top-k", "0", "argument --top-k: must be a whole number of at least 1, got '0'"),
     ("--checkpoint", "nope.pt", "argument --checkpoint: 'nope.pt' does not exist"),
     ("--label", "label_Top", "argument --label: invalid choice: 'label_Top'"),
+    ("--precision", "fp16", "argument --precision: invalid choice: 'fp16' (choose from 'fp32', 'bf16')"),
 ])
 def test_generate_checks_values_at_parse_time(option, value, message, files, tmp_path, capsys):
     assert message in fails(capsys, "omnijet-weaver-generate", *base("omnijet-weaver-generate", files, tmp_path),

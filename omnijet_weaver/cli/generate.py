@@ -21,6 +21,7 @@ PROG = "omnijet-weaver-generate"
 
 def parse_args(argv=None):
     from ..constants import JETCLASS_LABELS
+    from ..models.sampling import PRECISIONS
 
     p = command_parser(PROG, __doc__)
     opt.add_checkpoint_option(p)
@@ -30,6 +31,12 @@ def parse_args(argv=None):
     opt.add_sampling_options(p)
     opt.add_seed_option(p, 0, "sampling (rank r under torchrun: seed + r)")
     opt.add_device_option(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="precision of the GPT while sampling: fp32 (default) or bf16 (autocast, on GPUs; the "
+                        "token choice and the decoder stay float32; bf16 jets differ from fp32 jets)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step (the first batch waits for compilation; worth it for "
+                        "many jets on a GPU)")
     opt.add_progress_option(p)
     p.add_argument("--label", default=None, choices=list(JETCLASS_LABELS), metavar="BRANCH",
                    help="JetClass label branch to set to 1 (e.g. label_Tbqq); default: all labels 0")
@@ -49,7 +56,8 @@ def main(argv=None):
     model = load_generative(args.checkpoint or packaged_path("gpt"))
     n = args.num_jets // world + (1 if rank < args.num_jets % world else 0)
     jets = model.generate(n, batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
-                          seed=args.seed + rank, device=args.device, progress=args.progress)
+                          seed=args.seed + rank, device=args.device, progress=args.progress,
+                          precision=args.precision, compile=args.compile)
     arrays = jetclass_arrays(jets["pt"], jets["eta_rel"], jets["phi_rel"], jets["mask"], jets["tokens"],
                              label=args.label)
     write_jets(output, arrays, overwrite=args.overwrite)

@@ -106,8 +106,11 @@ class OmniJetGPT(Configurable):
     # -- generation ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, num_jets: int, batch_size: int = 256, temperature: float = 1.0, top_k=None, seed=None,
-                 device=None, progress=False, use_cache=True):
+                 device=None, progress=False, use_cache=True, precision="fp32", compile=False):
         """Sample ``num_jets`` jets and decode them.
+
+        ``precision`` ("fp32" or "bf16") and ``compile`` are those of
+        :func:`~omnijet_weaver.models.sampling.sample_tokens`; the decoder runs in float32 either way.
 
         Returns a dict of CPU tensors: ``tokens`` (N, M) long, ``mask`` (N, M) bool, and ``pt`` [GeV],
         ``eta_rel``, ``phi_rel`` (N, M); M = the longest generated jet.
@@ -117,7 +120,7 @@ class OmniJetGPT(Configurable):
         sampled = sample_tokens(self.backbone, self.head, self.codebook_size, num_jets, batch_size=batch_size,
                                 max_particles=self.tokenizer.transform.max_particles, temperature=temperature,
                                 top_k=top_k, generator=seed, use_cache=use_cache, device=device,
-                                progress=progress)
+                                progress=progress, precision=precision, compile=compile)
         m = int(sampled.lengths.max()) if num_jets else 1
         tokens, mask = sampled.codes[:, :m], sampled.mask[:, :m]
         parts = {"pt": [], "eta_rel": [], "phi_rel": []}

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..constants import MAX_PARTICLES, pad_token, start_token, stop_token, vocab_size
 from .checkpoint import Configurable, register
-from .layers import SelfAttention
+from .layers import SelfAttention, new_kv_cache
 
 #: The size options of :class:`Backbone` (shared by the generative model and the tagger, whose backbones must
 #: match to load each other's weights).
@@ -69,18 +69,19 @@ class GPTBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff_dim), nn.ReLU(), nn.Linear(ff_dim, dim))
         self.norm2 = nn.LayerNorm(dim)
 
-    def forward(self, x, mask=None, cache: dict | None = None):
+    def forward(self, x, mask=None, cache: dict | None = None, positions=None):
         """
         Args:
             x: (B, T, E).
-            mask: (B, T_total) bool, True for real tokens, or None (all real). With a cache, T_total counts
-                the cached positions too.
+            mask: (B, T_total) bool, True for real tokens, or None (all real). With a growing cache, T_total
+                counts the cached positions too.
             cache: a dict with this block's cached keys/values (see :class:`~omnijet_weaver.models.layers.SelfAttention`),
                 updated in place; None for a full forward.
+            positions: (B,) long cache positions of the new tokens (T = 1), for a preallocated cache.
         Returns:
             (B, T, E).
         """
-        x = self.norm1(x + self.attn(x, mask=mask, causal=True, cache=cache))
+        x = self.norm1(x + self.attn(x, mask=mask, causal=True, cache=cache, positions=positions))
         return self.norm2(x + self.ff(x))
 
 
@@ -120,28 +121,52 @@ class Backbone(Configurable):
     stop_token = property(lambda self: stop_token(self.codebook_size), doc="id of the stop token")
     pad_token = property(lambda self: pad_token(self.codebook_size), doc="id of the padding token")
 
-    def new_caches(self) -> list[dict]:
-        """Empty KV caches for incremental decoding: one dict per block, to pass as ``caches``."""
-        return [{} for _ in self.blocks]
+    def new_caches(self, batch_size: int | None = None, length: int | None = None, device=None,
+                   dtype=None) -> list[dict]:
+        """KV caches for incremental decoding, one dict per block, to pass as ``caches``.
 
-    def forward(self, tokens, mask=None, caches: list[dict] | None = None):
+        Without arguments: empty growing caches (each forward appends its keys/values). With ``batch_size``
+        and ``length``: preallocated caches, per block ``k`` and ``v`` zeros (batch_size, H, length, E/H) of
+        ``dtype`` (default: the parameters' dtype) on ``device`` (default: the parameters' device), written in
+        place by ``forward(tokens, caches=..., positions=...)``: the fixed shapes a compiled decode step needs.
+        """
+        if batch_size is None and length is None:
+            return [{} for _ in self.blocks]
+        if batch_size is None or length is None:
+            raise ValueError("a preallocated cache needs both batch_size and length")
+        weight = self.embed.weight
+        device = weight.device if device is None else device
+        dtype = weight.dtype if dtype is None else dtype
+        caches = []
+        for block in self.blocks:
+            heads = block.attn.num_heads
+            caches.append(new_kv_cache(batch_size, heads, length, self.embed_dim // heads, device, dtype))
+        return caches
+
+    def forward(self, tokens, mask=None, caches: list[dict] | None = None, positions=None):
         """
         Args:
             tokens: (B, T) long token ids.
             mask: (B, T) bool, True for real tokens (start, constituents, stop), False for padding; or None
-                (all real). With ``caches``, (B, T_cached + T). For right-padded sequences (as built by
+                (all real). With growing ``caches``, (B, T_cached + T). For right-padded sequences (as built by
                 :func:`make_sequences`) the causal mask already hides the padding from every real position,
                 so ``mask=None`` gives the same outputs at real positions, faster (fused causal attention).
             caches: None for a full forward, or ``self.new_caches()`` (then filled) for incremental decoding:
-                each call appends the keys/values of ``tokens`` and attends to all earlier ones.
+                each call appends the keys/values of ``tokens`` and attends to all earlier ones; or
+                ``self.new_caches(B, S)`` (preallocated) together with ``positions``.
+            positions: (B,) long, with preallocated caches: the position of each row's one new token (T = 1);
+                its keys/values are written there and it attends to positions ``0 .. positions[b]`` of its row.
+                (No positional encoding: a position only matters through this mask.)
         Returns:
             hidden states (B, T, E). Values at padded positions are meaningless: mask them downstream.
         """
         if caches is not None and len(caches) != len(self.blocks):
             raise ValueError(f"got {len(caches)} caches for {len(self.blocks)} blocks")
+        if positions is not None and caches is None:
+            raise ValueError("positions need preallocated caches (new_caches(batch_size, length))")
         x = self.embed(tokens)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask=mask, cache=None if caches is None else caches[i])
+            x = block(x, mask=mask, cache=None if caches is None else caches[i], positions=positions)
         return x
 
 

@@ -30,6 +30,18 @@ def attention_mask(mask, t_query: int, t_key: int, causal: bool, device):
     return allowed
 
 
+def cache_attention_mask(positions, size: int):
+    """Boolean (B, 1, 1, S) mask for one new query per row over a preallocated cache of ``size`` slots:
+    row b sees the keys at cache positions ``0 .. positions[b]`` (its own included), not the stale ones after.
+
+    Args:
+        positions: (B,) long, the position of each row's new token in the cache.
+        size: S, the cache length.
+    """
+    k_pos = torch.arange(size, device=positions.device)
+    return (k_pos[None, :] <= positions[:, None])[:, None, None, :]
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention (``torch.nn.functional.scaled_dot_product_attention``) with an optional
     key/value cache for autoregressive decoding.
@@ -47,19 +59,37 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, mask=None, causal: bool = False, cache: dict | None = None):
+    def forward(self, x, mask=None, causal: bool = False, cache: dict | None = None, positions=None):
         """
         Args:
             x: (B, T, D).
-            mask: (B, T_total) bool, True for real keys, or None. With a cache, T_total counts cached keys.
+            mask: (B, T_total) bool, True for real keys, or None. With a growing cache, T_total counts cached
+                keys.
             causal: hide future positions.
-            cache: a dict that holds ``k`` and ``v`` of earlier positions (B, H, S, D/H); the new keys and
-                values are appended to it in place.
+            cache: a dict for incremental decoding, updated in place. Two kinds:
+
+                - growing (``positions`` None): holds ``k`` and ``v`` of earlier positions (B, H, S, D/H), or
+                  nothing yet; the new keys and values are appended (``torch.cat``), T >= 1 new tokens.
+                - preallocated (``positions`` given): ``k`` and ``v`` of fixed shape (B, H, S, D/H) (see
+                  :func:`new_kv_cache`); T = 1 new token per row, written in place at ``positions[b]``, and
+                  row b attends to cache positions ``0 .. positions[b]`` only (stale entries after are masked),
+                  so a row can restart from position 0 by simply being overwritten. ``mask`` must be None.
+            positions: (B,) long, the cache position of each row's new token (preallocated cache only).
         Returns:
             (B, T, D).
         """
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        if positions is not None:
+            if cache is None or t != 1 or mask is not None:
+                raise ValueError("positions need a preallocated cache, one new token per row and no mask")
+            index = positions.view(b, 1, 1, 1).expand(b, self.num_heads, 1, d // self.num_heads)
+            cache["k"].scatter_(2, index, k.to(cache["k"].dtype))
+            cache["v"].scatter_(2, index, v.to(cache["v"].dtype))
+            k, v = cache["k"], cache["v"]
+            attn = cache_attention_mask(positions, k.shape[2])
+            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn)
+            return self.proj(y.transpose(1, 2).reshape(b, t, d))
         if cache is not None:
             if "k" in cache:
                 k = torch.cat([cache["k"], k], dim=2)
@@ -72,6 +102,13 @@ class SelfAttention(nn.Module):
             attn = attention_mask(mask, t, t_key, causal and t > 1, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def new_kv_cache(batch_size: int, num_heads: int, length: int, head_dim: int, device=None, dtype=None) -> dict:
+    """A preallocated key/value cache for :class:`SelfAttention` (``positions`` mode): ``k`` and ``v`` zeros of
+    shape (batch_size, num_heads, length, head_dim) (zeros, not empty: masked stale entries must be finite)."""
+    shape = (batch_size, num_heads, length, head_dim)
+    return {"k": torch.zeros(shape, device=device, dtype=dtype), "v": torch.zeros(shape, device=device, dtype=dtype)}
 
 
 class NormFormerBlock(nn.Module):

@@ -1,24 +1,41 @@
 """Autoregressive sampling of jets as token sequences (SPEC "Models": "Sampling").
 
 :func:`sample_tokens` starts every sequence with the start token and samples until the stop token or
-``max_particles`` constituents, in batches, with a KV cache (one forward of the newest token per step) or,
-as the reference does, recomputing the whole prefix at every step (``use_cache=False``, kept for tests
-and benchmarks). Finished sequences leave the batch (their cache rows are dropped too) and the loop ends as
-soon as every sequence of the batch has ended.
+``max_particles`` constituents. It keeps ``batch_size`` slots busy (continuous batching): when a jet ends,
+its slot takes the next jet at once (its cache rows are overwritten from position 0), so the batch stays
+full until fewer jets remain than slots; then the idle slots are dropped (the batch is compacted whenever
+half of it is idle; not with ``compile=True``, which keeps one shape) and the loop ends with the last jet. Two ways to get the next-token logits:
 
-Randomness: each step draws ``batch_size`` uniform numbers from a ``torch.Generator`` (one per batch row,
-whether the row is still running or not, or even exists in a partial last batch) and picks the token by
-inverse CDF on float64 probabilities. So, for a given seed and ``batch_size``, the jets of a smaller
-``num_jets`` are the first jets of a larger one. The cached and the
-full path therefore consume the same random stream and, for the same seed, give token-for-token identical
-jets -- unless a draw falls within the float noise (~1e-6 relative in float32) of a CDF boundary, which
-happens for about one draw in 10^6 (float32 models; never seen with float64 models).
+- KV cache (default): per block, keys and values of fixed shape (slots, heads, max_particles, head dim),
+  allocated once per call and written in place at each slot's own position; the new token of a slot
+  attends to the cache positions up to its own (the GPT has no positional encoding, so a position only
+  matters through this mask). One forward of the newest tokens per step, at fixed shapes and without host
+  syncs (:func:`decode_step`), so ``compile=True`` can hand it to ``torch.compile``; the refill bookkeeping
+  around it syncs with the host once per step.
+- full recomputation of every slot's prefix at every step (``use_cache=False``, the reference behaviour,
+  kept for tests and benchmarks).
+
+``precision="bf16"`` runs the backbone and the head under ``torch.autocast(dtype=torch.bfloat16)`` (the
+KV cache is then bf16 too); the token choice is always computed in float32 (float64 for a float64 model).
+
+Randomness (the reproducibility rule): jets are admitted to the slots in index order, and when jet j is
+admitted it draws its own ``max_particles`` float32 uniforms from the ``torch.Generator`` (the j-th chunk of
+the generator's stream: one ``torch.rand(max_particles)`` per jet, in index order), one per step, used by
+inverse CDF (:func:`pick_next`). A jet's tokens therefore depend only on the seed, its index and the model:
+for a seed, jet j is the same whatever ``batch_size``, ``num_jets=n`` gives the first n jets of any larger
+run, and the cached and the full path give token-for-token the same jets -- up to float noise: the logits
+of a row differ in the last bits between batch sizes and between the two paths (other matrix shapes, other
+summation orders), so a draw that falls within that noise (~1e-6 relative in float32) of a CDF boundary
+can pick the neighbouring token, about one draw in 10^6 for float32 models (never seen with float64 models).
+With ``precision="bf16"`` the noise is ~1e-2: bf16 jets are not the fp32 jets, nor exactly the same across
+batch sizes or paths (still reproducible for the same seed, batch size and path).
 
 Decoding the codes to constituents (frozen VQ-VAE decoder) is the caller's job.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -26,11 +43,17 @@ from tqdm.auto import tqdm
 
 from ..constants import MAX_PARTICLES, pad_token, start_token, stop_token, vocab_size
 
-__all__ = ["SampledTokens", "sample_tokens", "make_generator", "pick_next", "check_sampling_args", "MIN_TEMPERATURE"]
+__all__ = [
+    "SampledTokens", "sample_tokens", "make_generator", "pick_next", "decode_step", "check_sampling_args",
+    "check_precision", "MIN_TEMPERATURE", "PRECISIONS",
+]
 
 #: Smallest sampling temperature: the logits are divided by it, and below this they may overflow (use top_k=1
 #: for greedy sampling).
 MIN_TEMPERATURE = 1e-6
+
+#: Precisions of the backbone and head during sampling (the token choice is always float32 or wider).
+PRECISIONS = ("fp32", "bf16")
 
 
 def _whole(name: str, value, low: int) -> int:
@@ -73,6 +96,13 @@ def check_sampling_args(num_jets, batch_size, temperature, top_k, max_particles=
         raise ValueError(f"temperature must be at least {MIN_TEMPERATURE:g}, got {temperature} (smaller ones overflow "
                          f"the logits; use top_k=1 for greedy sampling)")
     return num_jets, batch_size, temperature, top_k, max_particles
+
+
+def check_precision(precision) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS` ("fp32", "bf16"), else ValueError."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 class SampledTokens(NamedTuple):
@@ -119,28 +149,35 @@ def make_generator(generator=None, device=None) -> torch.Generator:
     return g
 
 
-def pick_next(logits, u, codebook_size: int, first: bool, temperature: float = 1.0, top_k: int | None = None):
-    """Choose the next token of each row by inverse CDF.
+def pick_next(logits, u, codebook_size: int, first, temperature: float = 1.0, top_k: int | None = None):
+    """Choose the next token of each row by inverse CDF (fixed shapes, no host sync: safe to compile).
 
-    Start and pad are never chosen; stop is not chosen when ``first`` (a jet has >= 1 constituent).
+    Start and pad are never chosen; stop is not chosen for a row at its first step (a jet has >= 1
+    constituent).
 
     Args:
-        logits: (B, V) next-token logits (any float dtype; computed on in float64).
-        u: (B,) uniform numbers in [0, 1) (float64).
+        logits: (B, V) next-token logits (any float dtype; computed on in float32, or float64 for float64
+            logits).
+        u: (B,) uniform numbers in [0, 1).
         codebook_size: K.
-        first: True at the first step (no constituent yet).
+        first: bool for all rows, or (B,) bool: True for rows at their first step (no constituent yet).
         temperature: logits are divided by it (> 0).
         top_k: keep only the k most likely allowed tokens (ties at the k-th value kept); None or 0 = all.
     Returns:
         (B,) long token ids.
     """
-    logits = logits.to(torch.float64, copy=True)  # never modify the caller's tensor
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    logits = logits.to(dtype, copy=True)  # never modify the caller's tensor
     if temperature != 1.0:
         logits = logits / temperature
-    banned = [start_token(codebook_size), pad_token(codebook_size)]
-    if first:
-        banned.append(stop_token(codebook_size))
-    logits[:, banned] = float("-inf")
+    start, stop, pad = start_token(codebook_size), stop_token(codebook_size), pad_token(codebook_size)
+    logits[:, start] = float("-inf")
+    logits[:, pad] = float("-inf")
+    if isinstance(first, bool):
+        if first:
+            logits[:, stop] = float("-inf")
+    else:
+        logits[:, stop] = logits[:, stop].masked_fill(first, float("-inf"))
     if top_k:
         kth = torch.topk(logits, min(int(top_k), logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -148,61 +185,134 @@ def pick_next(logits, u, codebook_size: int, first: bool, temperature: float = 1
     cdf = (logits - logits.amax(-1, keepdim=True)).exp_().cumsum_(-1)
     total = cdf[:, -1:]
     # first index with cdf > u * total; the cap keeps x < total, so a zero-probability tail is never reached
-    x = torch.minimum(u.to(torch.float64)[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+    x = torch.minimum(u.to(dtype)[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, x, right=True).squeeze(1)
 
 
-@torch.inference_mode()
-def _sample_batch(backbone, head, codebook_size, n, batch_size, max_particles, temperature, top_k, g, use_cache, device):
-    """Sample ``n <= batch_size`` jets; returns codes (n, max_particles) and lengths (n,) on ``device``.
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast on ``device``'s type for ``precision="bf16"``, else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
-    Every step draws ``batch_size`` uniforms, whatever ``n`` and however many rows still run, so row i's
-    draws don't depend on the other rows: a partial last batch gives the same jets as a full one.
+
+def decode_step(backbone, head, tokens, positions, uniforms, caches, codebook_size: int, temperature: float = 1.0,
+                top_k: int | None = None, precision: str = "fp32"):
+    """One sampling step over preallocated KV caches, at fixed shapes and without host syncs (what
+    ``compile=True`` hands to ``torch.compile``).
+
+    Args:
+        backbone, head: as for :func:`sample_tokens`.
+        tokens: (B,) long, the newest token of each slot (start at position 0).
+        positions: (B,) long, its position = the number of constituents of the slot's jet so far.
+        uniforms: (B, M) float32, the slot's jet's uniforms, one per step (M = max_particles).
+        caches: ``backbone.new_caches(B, M)``, written in place at ``positions``.
+        codebook_size, temperature, top_k: as for :func:`sample_tokens`.
+        precision: "fp32", or "bf16" (backbone and head under bf16 autocast; the choice in float32).
+    Returns:
+        (B,) long, the next token of each slot (stop never at position 0, start and pad never).
     """
+    with _autocast(tokens.device, precision):
+        hidden = backbone(tokens[:, None], caches=caches, positions=positions)[:, 0]
+        logits = head(hidden)  # (B, V)
+    u = uniforms.gather(1, positions[:, None])[:, 0]
+    return pick_next(logits, u, codebook_size, positions == 0, temperature, top_k)
+
+
+def _full_step(backbone, head, slot_codes, positions, uniforms, codebook_size, temperature, top_k, precision):
+    """The reference step: recompute every slot's whole prefix (start, its codes so far); returns (B,) long."""
+    b = slot_codes.shape[0]
+    t = int(positions.max()) + 1  # the longest prefix (causal attention hides the rest of shorter ones)
+    start = torch.full((b, 1), start_token(codebook_size), dtype=torch.long, device=slot_codes.device)
+    prefix = torch.cat([start, slot_codes[:, : t - 1]], 1)  # (B, t)
+    with _autocast(slot_codes.device, precision):
+        hidden = backbone(prefix)  # (B, t, E)
+        hidden = hidden.gather(1, positions.view(b, 1, 1).expand(b, 1, hidden.shape[-1]))[:, 0]
+        logits = head(hidden)
+    u = uniforms.gather(1, positions[:, None])[:, 0]
+    return pick_next(logits, u, codebook_size, positions == 0, temperature, top_k)
+
+
+def _draw_uniforms(g, n: int, max_particles: int, device) -> torch.Tensor:
+    """(n, max_particles) float32: the uniforms of the next n jets, one ``torch.rand(max_particles)`` each, in
+    jet order (so that jet j's numbers are the j-th chunk of the stream whatever the batch size: on the CPU
+    ``torch.rand(n, M)`` gives the same numbers, on other devices it need not)."""
+    if n == 0:
+        return torch.zeros(0, max_particles, device=device)
+    return torch.stack([torch.rand(max_particles, generator=g, device=device) for _ in range(n)])
+
+
+def _check_head(backbone, head, codebook_size, device):
+    """ValueError unless ``head`` gives ``vocab_size(codebook_size)`` logits (checked on one zero hidden state)."""
+    width = getattr(backbone, "embed_dim", None)
+    if width is None:
+        return
+    weight = next(head.parameters(), None)
+    dtype = weight.dtype if weight is not None else torch.float32
+    v = head(torch.zeros(1, width, device=device, dtype=dtype)).shape[-1]
+    if v != vocab_size(codebook_size):
+        raise ValueError(f"the head gives {v} logits, but codebook size {codebook_size} means a vocabulary of "
+                         f"{vocab_size(codebook_size)}")
+
+
+@torch.inference_mode()
+def _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, temperature, top_k, g, use_cache,
+            device, precision, compile, bar):
+    """Continuous batching over ``min(batch_size, num_jets)`` slots; returns CPU codes (N, M), lengths (N,)."""
+    m = max_particles
     start, stop = start_token(codebook_size), stop_token(codebook_size)
-    codes = torch.zeros(n, max_particles, dtype=torch.long, device=device)
-    lengths = torch.full((n,), max_particles, dtype=torch.long, device=device)
-    active = torch.arange(n, device=device)  # batch rows still running
+    codes = torch.zeros(num_jets, m, dtype=torch.long)
+    lengths = torch.zeros(num_jets, dtype=torch.long)
+    b = min(batch_size, num_jets)
+    # per slot: its jet, that jet's uniforms, its newest token and position, its codes so far
+    jet = torch.arange(b, device=device)
+    uniforms = _draw_uniforms(g, b, m, device)  # (B, M)
+    tokens = torch.full((b,), start, dtype=torch.long, device=device)
+    positions = torch.zeros(b, dtype=torch.long, device=device)
+    slot_codes = torch.zeros(b, m, dtype=torch.long, device=device)
+    alive = torch.ones(b, dtype=torch.bool, device=device)  # False: no jet left for this slot
+    admitted, live = b, b
     if use_cache:
-        caches = backbone.new_caches()
-        newest = torch.full((n, 1), start, dtype=torch.long, device=device)  # (B_active, 1)
-    else:
-        prefix = torch.empty(n, max_particles, dtype=torch.long, device=device)  # (B_active, <= max_particles)
-        prefix[:, 0] = start
-    for step in range(max_particles):  # step = number of constituents so far
+        cache_dtype = torch.bfloat16 if precision == "bf16" else next(backbone.parameters()).dtype
+        caches = backbone.new_caches(b, m, device=device, dtype=cache_dtype)
+        # compiled: fixed shapes to the end (no compaction), so the step compiles once
+        step = torch.compile(decode_step, dynamic=False) if compile else decode_step
+    while live:
         if use_cache:
-            hidden = backbone(newest, caches=caches)[:, -1]
+            nxt = step(backbone, head, tokens, positions, uniforms, caches, codebook_size, temperature, top_k,
+                       precision)
         else:
-            hidden = backbone(prefix[:, : step + 1])[:, -1]
-        logits = head(hidden)  # (B_active, V)
-        if step == 0 and logits.shape[-1] != vocab_size(codebook_size):
-            raise ValueError(
-                f"the head gives {logits.shape[-1]} logits, but codebook size {codebook_size} means a "
-                f"vocabulary of {vocab_size(codebook_size)}"
-            )
-        u = torch.rand(batch_size, generator=g, device=device, dtype=torch.float64)[active]
-        nxt = pick_next(logits, u, codebook_size, step == 0, temperature, top_k)
-        codes[active, step] = nxt
+            nxt = _full_step(backbone, head, slot_codes, positions, uniforms, codebook_size, temperature, top_k,
+                             precision)
+        slot_codes.scatter_(1, positions[:, None], nxt[:, None])
         stopped = nxt == stop
-        lengths[active] = torch.where(stopped, step, lengths[active])
-        if bool(stopped.any()):  # the one host sync per step: who is still running?
-            keep = (~stopped).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
-            active, nxt = active[keep], nxt[keep]
-            if use_cache:  # drop the finished rows from every cached tensor (keys, values)
-                for cache in caches:
-                    for key, value in cache.items():
-                        if torch.is_tensor(value):
-                            cache[key] = value.index_select(0, keep)
-            else:
-                prefix = prefix.index_select(0, keep)
-        if use_cache:
-            newest = nxt[:, None]
-        elif step + 1 < max_particles:
-            prefix[:, step + 1] = nxt
-    # jets still running after max_particles constituents are ended there (lengths already max_particles)
-    codes.masked_fill_(torch.arange(max_particles, device=device)[None, :] >= lengths[:, None], 0)
+        ended = alive & (stopped | (positions == m - 1))
+        length = positions + (~stopped).long()  # stop at position p: p constituents; else p + 1
+        tokens, positions = nxt, torch.where(alive, positions + 1, 0)  # idle slots stay at position 0
+        done = ended.nonzero().squeeze(1)  # the one host sync per step: which jets have ended?
+        if done.numel() == 0:
+            continue
+        finished = jet[done].cpu()
+        codes[finished] = slot_codes[done].cpu()
+        lengths[finished] = length[done].cpu()
+        bar.update(done.numel())
+        refill = min(done.numel(), num_jets - admitted)
+        if refill:  # the next jets, in index order, take the first finished slots
+            new = done[:refill]
+            jet[new] = torch.arange(admitted, admitted + refill, device=device)
+            uniforms[new] = _draw_uniforms(g, refill, m, device)
+            admitted += refill
+        if refill < done.numel():  # no jet left for the other slots
+            alive[done[refill:]] = False
+            live -= done.numel() - refill
+        tokens[done], positions[done] = start, 0  # restart at position 0 (idle slots too: harmless, ignored)
+        if not compile and admitted == num_jets and 0 < live <= tokens.shape[0] // 2:  # half idle: drop them
+            keep = alive.nonzero().squeeze(1)
+            jet, uniforms, tokens, positions, slot_codes, alive = (
+                x[keep] for x in (jet, uniforms, tokens, positions, slot_codes, alive))
+            if use_cache:
+                caches = [{key: value[keep] for key, value in cache.items()} for cache in caches]
+    codes.masked_fill_(torch.arange(m)[None, :] >= lengths[:, None], 0)
     return codes, lengths
 
 
@@ -219,52 +329,56 @@ def sample_tokens(
     use_cache: bool = True,
     device=None,
     progress: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> SampledTokens:
     """Sample ``num_jets`` jets as code-id sequences.
 
     Each sequence starts with the start token; tokens are sampled until stop or until ``max_particles``
     constituents (then the jet is ended). Start and pad are never sampled, stop never as the first token,
-    so every jet has 1 .. max_particles constituents.
+    so every jet has 1 .. max_particles constituents. ``batch_size`` slots run together; a slot whose jet
+    has ended takes the next jet at once (continuous batching, see the module docstring).
 
     Args:
-        backbone: :class:`~omnijet_weaver.models.gpt.Backbone` (anything with ``forward(tokens, caches=...)`` and
-            ``new_caches()``), already on ``device``. Used as is (it has no dropout).
+        backbone: :class:`~omnijet_weaver.models.gpt.Backbone` (anything with ``forward(tokens, caches=...,
+            positions=...)``, ``new_caches(batch_size, length, device, dtype)`` and ``embed_dim``), already on
+            ``device``. Used as is (it has no dropout).
         head: next-token head, hidden (B, E) -> logits (B, V), V = ``vocab_size(codebook_size)``.
         codebook_size: K.
         num_jets: N (>= 0).
-        batch_size: jets sampled together (>= 1).
+        batch_size: jets sampled together (>= 1); the KV cache holds batch_size x max_particles positions.
         max_particles: most constituents per jet (>= 1).
         temperature: softmax temperature, finite, at least :data:`MIN_TEMPERATURE`.
         top_k: sample among the k most likely allowed tokens only (k >= 1); None = all. ``top_k=1`` is greedy.
             Bad values raise ValueError before any work (:func:`check_sampling_args`).
         generator: ``torch.Generator`` on the sampling device, an int seed, or None (seeded from torch's
-            global RNG). The same seed (and ``batch_size``) gives the same jets, with or without the cache,
-            and ``num_jets=n`` gives the first n jets of any larger ``num_jets``.
-        use_cache: KV cache (one forward of the newest token per step); False recomputes the whole prefix
-            each step (the reference behaviour; much slower).
+            global RNG). Reproducibility rule: jet j uses the j-th chunk of ``max_particles`` uniforms of the
+            stream, so for a seed jet j is the same whatever ``batch_size``, with or without the cache, and
+            ``num_jets=n`` gives the first n jets of any larger ``num_jets`` (up to float noise: see the
+            module docstring; with ``precision="bf16"`` only for the same batch size and path).
+        use_cache: KV cache (one forward of the newest tokens per step); False recomputes every prefix at each
+            step (the reference behaviour; much slower).
         device: where to run; default: the device of ``backbone``'s parameters.
         progress: show a tqdm progress bar (in jets).
+        precision: "fp32" (default) or "bf16": the backbone and head under ``torch.autocast`` bf16 (cache in
+            bf16); the token choice is float32 either way.
+        compile: run the decode step (:func:`decode_step`, KV cache only) through ``torch.compile``: the
+            first call compiles (seconds to a minute), then each step is one fused graph.
     Returns:
         :class:`SampledTokens` ``(codes (N, max_particles) long, lengths (N,) long)`` on the CPU.
     """
     num_jets, batch_size, temperature, top_k, max_particles = check_sampling_args(
         num_jets, batch_size, temperature, top_k, max_particles)
+    precision = check_precision(precision)
     if device is None:
         device = next(backbone.parameters()).device
     device = torch.device(device)
     g = make_generator(generator, device)
-    all_codes, all_lengths = [], []
-    with tqdm(total=num_jets, unit="jet", desc="sampling", disable=not progress) as bar:
-        done = 0
-        while done < num_jets:
-            n = min(batch_size, num_jets - done)
-            codes, lengths = _sample_batch(
-                backbone, head, codebook_size, n, batch_size, max_particles, temperature, top_k, g, use_cache, device
-            )
-            all_codes.append(codes.cpu())
-            all_lengths.append(lengths.cpu())
-            done += n
-            bar.update(n)
-    if not all_codes:
+    with torch.inference_mode():
+        _check_head(backbone, head, codebook_size, device)
+    if num_jets == 0:
         return SampledTokens(torch.zeros(0, max_particles, dtype=torch.long), torch.zeros(0, dtype=torch.long))
-    return SampledTokens(torch.cat(all_codes), torch.cat(all_lengths))
+    with tqdm(total=num_jets, unit="jet", desc="sampling", disable=not progress) as bar:
+        codes, lengths = _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, temperature,
+                                 top_k, g, use_cache, device, precision, bool(compile), bar)
+    return SampledTokens(codes, lengths)
