@@ -403,6 +403,47 @@ def test_tokenize_defaults_to_the_packaged_tokenizer(files, tmp_path, capsys):
     np.testing.assert_array_equal(default["label"], explicit["label"])
 
 
+def test_worker_file_order_gives_each_worker_a_contiguous_block():
+    from omnijet_weaver.weaver.dataset import worker_file_order
+
+    files = list("abcdefg")
+    for n in (1, 2, 3, 7, 9):
+        order = worker_file_order(files, n)
+        m = min(n, len(files))
+        assert sorted(order) == files  # a permutation
+        # weaver gives worker w the files order[w::m]; concatenated by worker they are the original order
+        assert [f for w in range(m) for f in order[w::m]] == files
+
+
+def test_tokenize_with_workers_keeps_the_file_order(files, tmp_path, capsys):
+    tokenize = command("omnijet-weaver-tokenize").main
+    inputs = []
+    for i, n in enumerate((11, 5, 17, 8, 3)):  # files of different sizes: workers finish at different times
+        write_root(tmp_path / f"in{i}.root", toy_jets(n, seed=40 + i))
+        inputs.append(str(tmp_path / f"in{i}.root"))
+    common = ["--data-config", str(DATA_CONFIG), "--device", "cpu", "--no-progress", "--tokenizer",
+              str(files / "tok.pt")]
+    singles = []
+    for i, path in enumerate(inputs):
+        tokenize([path, *common, "--output", str(tmp_path / f"single{i}.parquet")])
+        singles.append(ak.from_parquet(tmp_path / f"single{i}.parquet"))
+    expected = ak.concatenate(singles)
+    assert len(expected) == 44
+    for workers, batch in ((0, 512), (2, 4), (3, 7), (5, 512)):
+        out = tmp_path / f"w{workers}_b{batch}.parquet"
+        tokenize([*inputs, *common, "--output", str(out), "--num-workers", str(workers), "--batch-size", str(batch)])
+        table = ak.from_parquet(out)
+        assert table.fields == expected.fields
+        for field in table.fields:
+            assert ak.to_list(table[field]) == ak.to_list(expected[field]), (workers, batch, field)
+
+
+def test_tokenize_refuses_negative_workers(files, tmp_path, capsys):
+    line = fails(capsys, "omnijet-weaver-tokenize", *base("omnijet-weaver-tokenize", files, tmp_path),
+                 "--num-workers", "-1")
+    assert "argument --num-workers: must be a whole number of at least 0, got '-1'" in line
+
+
 def test_data_config_by_shipped_name(files, tmp_path, capsys):
     args = command("omnijet-weaver-tokenize").parse_args([str(files / "jets.root"), "--data-config", "jetclass",
                                                           "--output", "t.parquet"])

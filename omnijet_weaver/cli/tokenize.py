@@ -27,6 +27,9 @@ def parse_args(argv=None):
     opt.add_tokenizer_option(p)
     opt.add_output_options(p, suffixes=(".parquet",))
     opt.add_batch_size_option(p, 512, "tokenized together")
+    p.add_argument("--num-workers", type=opt.nonnegative_int, default=0, metavar="N",
+                   help="DataLoader processes reading the files while this one encodes, each a contiguous block "
+                        "of files (the output keeps the file order whatever N; default 0: read in this process)")
     opt.add_progress_option(p)
     opt.add_device_option(p)
     return p.parse_args(argv)
@@ -51,7 +54,7 @@ def main(argv=None):
     files = check_jet_files(files, args.data_config, "the tokenizer")[0]  # before any work
     tokenizer = load_tokenizer(args.tokenizer or packaged_path("tokenizer"))
     table = tokenize_files(tokenizer, args.data_config, files, device=args.device, batch_size=args.batch_size,
-                           progress=args.progress)
+                           progress=args.progress, num_workers=args.num_workers)
     write_parquet(output, {k: table[k] for k in table.fields}, overwrite=args.overwrite)
     print(f"wrote {len(table)} jets, {int(ak.sum(ak.num(table['tokens'])))} tokens to {output}", file=sys.stderr)
 

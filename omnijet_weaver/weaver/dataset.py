@@ -17,6 +17,7 @@ import os
 
 import awkward as ak
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from ..constants import INPUT_NAMES, TOKEN_COLUMN
@@ -388,36 +389,96 @@ def sampled_batches(data_config, files, max_jets=None, batch_size: int = 512, ne
     return cfg, batches()
 
 
-def tokenize_files(tokenizer, data_config, files, device="cpu", batch_size=512, progress=True) -> ak.Array:
+def worker_file_order(files, num_workers: int) -> list:
+    """``files`` rearranged so that weaver's ``SimpleIterDataset``, which gives worker w the files
+    ``[w::num_workers]``, gives each worker a *contiguous* block of the original order (the first
+    ``len(files) % num_workers`` blocks one file longer): then worker 0's jets, worker 1's, ... are the jets in
+    file order."""
+    files = list(files)
+    n = max(1, min(num_workers, len(files)))
+    sizes = [len(files[w::n]) for w in range(n)]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    order = [None] * len(files)
+    for w in range(n):
+        for j in range(sizes[w]):
+            order[w + n * j] = files[starts[w] + j]
+    return order
+
+
+class _WorkerTagged(torch.utils.data.IterableDataset):
+    """An iterable dataset whose items carry the id of the DataLoader worker that made them (0 in-process)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        for item in self.dataset:
+            yield (*item, worker)
+
+
+def ordered_batches(data_config, files, batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False):
+    """Batches of weaver's test-mode dataset over checked ``files`` read by ``num_workers`` DataLoader worker
+    processes (0: in this process), as ``(worker, (X, y, Z))``: loading overlaps the caller's work on earlier
+    batches. Each worker reads a contiguous block of files (:func:`worker_file_order`), so concatenating the
+    batches of worker 0, then worker 1, ... gives the jets in file order; ``pin_memory`` pins the batches for
+    asynchronous copies to a GPU."""
+    from weaver.utils.dataset import SimpleIterDataset
+
+    n = max(0, min(num_workers, len(files)))
+    dataset = SimpleIterDataset(
+        {"": worker_file_order(files, n)}, os.fspath(data_config), for_training=False,
+        load_range_and_fraction=((0, 1), 1, 1), fetch_by_files=True, fetch_step=1, name="tokenize",
+    )
+    loader = DataLoader(_WorkerTagged(dataset), batch_size=batch_size, num_workers=n, drop_last=False,
+                        pin_memory=pin_memory, persistent_workers=False)
+    for X, y, Z, worker in loader:
+        yield int(worker[0]), (X, y, Z)
+
+
+def tokenize_files(tokenizer, data_config, files, device="cpu", batch_size=512, progress=True,
+                   num_workers: int = 0) -> ak.Array:
     """Tokenize ``files`` with weaver's dataset; returns one record per jet (tokens, label, observers), in file
-    order. The data config must give ParT's kin inputs (:func:`check_inputs`; they are taken by name)."""
+    order. The data config must give ParT's kin inputs (:func:`check_inputs`; they are taken by name).
+
+    ``num_workers`` DataLoader processes read the files (each a contiguous block of them, see
+    :func:`ordered_batches`) while this process encodes; on a GPU the batches are pinned and copied
+    asynchronously. The result does not depend on ``num_workers`` or ``batch_size``."""
     import torch
     import tqdm
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be a whole number of at least 0, got {num_workers!r}")
     config = check_data_config(data_config, "the tokenizer")
-    loader = jet_loader(data_config, files, batch_size=batch_size)
+    files = check_files(files)
+    check_branches(files, data_config, config=config)
+    masks = check_selection(files, config, where=data_config)
+    files = [f for f, m in zip(files, masks) if m.any()]
+    device = torch.device(device)
+    cuda = device.type == "cuda"
     tokenizer = tokenizer.to(device).eval()
-    tokens, labels, observers = [], [], {}
+    parts = {}  # worker -> [(tokens, labels, observers)] in the worker's order
     label_name = config.label_names[0] if config.label_names else None
+    batches = ordered_batches(data_config, files, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda)
     with torch.no_grad():
-        for X, y, Z in tqdm.tqdm(loader, disable=not progress, unit="batch", desc="tokenize"):
-            ids, keep = tokenizer.encode(X["pf_points"].to(device), X["pf_vectors"].to(device),
-                                         X["pf_mask"].to(device))
+        for worker, (X, y, Z) in tqdm.tqdm(batches, disable=not progress, unit="batch", desc="tokenize"):
+            ids, keep = tokenizer.encode(*(X[k].to(device, non_blocking=cuda) for k in ("pf_points", "pf_vectors",
+                                                                                        "pf_mask")))
             counts = keep.sum(1).cpu().numpy()
             flat = ids[keep].cpu().numpy()  # row-major: jets in order, constituents pT-ordered
-            tokens.append(ak.unflatten(flat.astype(np.int32), counts))
-            if label_name is not None:
-                labels.append(y[label_name].numpy())
-            for k, v in Z.items():
-                observers.setdefault(k, []).append(np.asarray(v))
-    if not tokens:
+            labels = y[label_name].numpy() if label_name is not None else None
+            parts.setdefault(worker, []).append((ak.unflatten(flat.astype(np.int32), counts), labels,
+                                                 {k: np.asarray(v) for k, v in Z.items()}))
+    ordered = [part for worker in sorted(parts) for part in parts[worker]]
+    if not ordered:
         raise ValueError("no jets were read: check the files and the data config's selection")
-    columns = {TOKEN_COLUMN: ak.concatenate(tokens)}
-    if labels:
-        columns["label"] = np.concatenate(labels).astype(np.int64)
-    columns.update({k: np.concatenate(v) for k, v in observers.items()})
+    columns = {TOKEN_COLUMN: ak.concatenate([p[0] for p in ordered])}
+    if label_name is not None:
+        columns["label"] = np.concatenate([p[1] for p in ordered]).astype(np.int64)
+    columns.update({k: np.concatenate([p[2][k] for p in ordered]) for k in ordered[0][2]})
     return ak.zip(columns, depth_limit=1)
 
 
