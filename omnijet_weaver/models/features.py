@@ -37,6 +37,15 @@ def from_features(features):
     return pt, eta_rel, phi_rel
 
 
+@torch.compiler.disable
+def _trimmed_length(keep, cap: int, round_to: int) -> int:
+    """The longest multiplicity of ``keep`` (B, L), at least 1, rounded up to a multiple of ``round_to``, at most
+    ``cap``: read on the host, outside any compiled graph, so that a compiled model's guards see only the
+    rounded length (with ``round_to=32`` at most four values), not each batch's multiplicity."""
+    longest = max(1, int(keep.sum(1).max()))
+    return min(cap, -(-longest // round_to) * round_to)
+
+
 class FeatureTransform(nn.Module):
     """(points, vectors, mask) -> (features (B, N, 3), mask (B, N) bool), N = min(L, max_particles).
 
@@ -45,15 +54,21 @@ class FeatureTransform(nn.Module):
     leading ones are kept. Dropped constituents are padding (mask False, features 0) at the end.
 
     With ``trim_padding`` (the default) N is cut further to the largest multiplicity in the batch, which
-    saves most of the attention cost on real jets (JetClass averages ~40 of 128). Tracing (ONNX export)
-    keeps N = min(L, max_particles), since a data-dependent length cannot be exported.
+    saves most of the attention cost on real jets (JetClass averages ~40 of 128); that length is read on
+    the host (one sync per forward, as weaver's ParT ``SequenceTrimmer``). ``round_to`` (default 1) rounds
+    it up to a multiple, at most ``max_particles``: the network configs set 32 under weaver's ``--compile``
+    (``compile_model``, ParT's ``round_to_32``), so a compiled model sees at most four sequence lengths
+    instead of one per batch. Tracing (ONNX export) keeps N = min(L, max_particles), since a data-dependent
+    length cannot be exported. ``round_to`` is a run-time setting, not part of a checkpoint.
     """
 
-    def __init__(self, max_particles: int = MAX_PARTICLES, angle_cut: float = ANGLE_CUT, trim_padding: bool = True):
+    def __init__(self, max_particles: int = MAX_PARTICLES, angle_cut: float = ANGLE_CUT, trim_padding: bool = True,
+                 round_to: int = 1):
         super().__init__()
         self.max_particles = max_particles
         self.angle_cut = angle_cut
         self.trim_padding = trim_padding
+        self.round_to = round_to
 
     def forward(self, points, vectors, mask=None):
         eta, phi = points[:, 0], points[:, 1]
@@ -69,7 +84,7 @@ class FeatureTransform(nn.Module):
         key = torch.where(keep, pt, torch.full_like(pt, -1.0))
         n = self.max_particles
         if self.trim_padding and not _exporting():
-            n = max(1, min(n, int(keep.sum(1).max())))
+            n = _trimmed_length(keep, n, self.round_to)
         if _exporting():  # ONNX's TopK breaks ties by the lower index, like a stable sort, but has no flag
             order = torch.sort(key, dim=1, descending=True).indices[:, :n]
         else:
@@ -80,7 +95,7 @@ class FeatureTransform(nn.Module):
         return features, keep
 
     def extra_repr(self):
-        return f"max_particles={self.max_particles}, angle_cut={self.angle_cut}"
+        return f"max_particles={self.max_particles}, angle_cut={self.angle_cut}, round_to={self.round_to}"
 
 
 def jet_mass_from_features(features, mask):

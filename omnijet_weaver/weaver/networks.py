@@ -2,7 +2,9 @@
 
 weaver executes a network-config file as a throw-away module, so the configs stay ten lines long and all
 logic lives here. ``-o name value`` options arrive as keyword arguments; weaver itself adds
-``for_inference``, ``use_amp`` and ``compile_model``, which are accepted and ignored.
+``for_inference``, ``use_amp`` and ``compile_model``: ``compile_model`` (weaver's ``--compile``) rounds the
+trimmed sequence length up to a multiple of :data:`COMPILE_ROUND_TO` (:func:`compile_friendly`), the others
+are accepted and ignored (the tagger takes ``for_inference``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ from .dataset import check_inputs  # the one input check, shared with the comman
 
 #: Keyword arguments weaver passes to every get_model().
 WEAVER_KWARGS = ("for_inference", "use_amp", "compile_model")
+
+#: Under ``--compile`` the trimmed sequence length is a multiple of this (weaver's ParT: ``round_to_32``).
+COMPILE_ROUND_TO = 32
+
+
+def compile_friendly(model, options: dict):
+    """``model`` with its feature transform rounding the trimmed length up to :data:`COMPILE_ROUND_TO` when
+    weaver passes ``compile_model=True`` (``--compile``), so that a compiled model sees at most
+    ``128 / 32 = 4`` sequence lengths instead of one per batch; unchanged otherwise."""
+    if options.get("compile_model"):
+        tokenizer = getattr(model, "tokenizer", model)
+        tokenizer.transform.round_to = COMPILE_ROUND_TO
+    return model
 
 
 def _called_by_weaver(depth: int = 8) -> bool:
@@ -98,7 +113,7 @@ def vqvae_model(data_config, **options):
     check_inputs(data_config, "omnijet_vqvae")
     ctor, _ = split_options(VQVAE, options, "omnijet_vqvae")
     ctor.setdefault("max_particles", MAX_PARTICLES)
-    model = VQVAE(**ctor)
+    model = compile_friendly(VQVAE(**ctor), options)
     return model, model_info(data_config, output_names=("loss",))
 
 
@@ -120,7 +135,7 @@ def gpt_model(data_config, **options):
         raise ValueError(
             "omnijet_gpt needs the trained tokenizer: add -o tokenizer \"'out/vqvae_best_epoch_state.pt'\""
         )
-    model = OmniJetGPT.from_tokenizer(load_tokenizer(path), **ctor)
+    model = compile_friendly(OmniJetGPT.from_tokenizer(load_tokenizer(path), **ctor), options)
     return model, model_info(data_config, output_names=("loss",))
 
 
@@ -203,7 +218,7 @@ def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_back
     model.tokenizer.load_state_dict(tok.state_dict())
     if pretrained is not None:
         model.backbone.load_state_dict(ref.backbone.state_dict())
-    return model, model_info(data_config, output_names=("softmax",))
+    return compile_friendly(model, options), model_info(data_config, output_names=("softmax",))
 
 
 def _no_attribute_error(hook):
