@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch._dynamo
 from conftest import DATA_CONFIG
-from test_tagger import INPUTS, load_data_config, make_checkpoints
+from test_tagger import load_data_config, make_checkpoints
 
 from omnijet_weaver.models.features import FeatureTransform
 from omnijet_weaver.weaver.networks import COMPILE_ROUND_TO, gpt_model, tagger_model, vqvae_model
