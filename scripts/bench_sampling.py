@@ -66,6 +66,7 @@ def calibrate_stop_bias(backbone, head, codebook_size, p, max_particles, n=64, s
     g = torch.Generator().manual_seed(seed)
     seq = torch.randint(0, codebook_size, (n, max_particles), generator=g)
     seq[:, 0] = codebook_size  # start
+    seq = seq.to(next(backbone.parameters()).device)
     logits = head(backbone(seq))  # (n, T, V)
     stop = stop_token(codebook_size)
     others = torch.cat([logits[..., :codebook_size], logits[..., stop + 1 : stop + 1]], dim=-1)
@@ -143,6 +144,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2, help="KV-cache timings: best of this many runs")
     ap.add_argument("--repeats-full", type=int, default=1, help="full-recompute timings: best of this many runs")
     ap.add_argument("--calibration-jets", type=int, default=512, help="jets of the run correcting the stop bias in (b)")
+    ap.add_argument("--device", default="cpu", help="torch device of the model and the sampling (default cpu)")
     ap.add_argument("--only", choices=["full-length", "natural"], default=None, help="run one regime only")
     args = ap.parse_args(argv)
     if args.threads:
@@ -152,8 +154,9 @@ def main(argv=None):
           f"{args.num_heads} heads, ff {args.ff_dim}")
 
     torch.manual_seed(0)
-    backbone = Backbone(args.codebook_size, args.embed_dim, args.num_blocks, args.num_heads, args.ff_dim).eval()
-    head = NextTokenHead(args.embed_dim, vocab_size(args.codebook_size)).eval()
+    backbone = Backbone(args.codebook_size, args.embed_dim, args.num_blocks, args.num_heads, args.ff_dim)
+    backbone = backbone.to(args.device).eval()
+    head = NextTokenHead(args.embed_dim, vocab_size(args.codebook_size)).to(args.device).eval()
     stop = stop_token(args.codebook_size)
 
     never = copy.deepcopy(head)

@@ -37,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--files", type=int, default=4, help="files the jets are split into")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--device", default="cpu", help="torch device of the tokenizer (default cpu)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -54,12 +55,13 @@ def main(argv=None):
         for i in range(args.files):
             paths.append(os.path.join(tmp, f"jets{i}.root"))
             write_root(paths[-1], {k: jets[k][i * per:(i + 1) * per] for k in jets.fields})
-        tokenize_files(tokenizer, config, paths[:1], batch_size=args.batch_size, progress=False)  # warm-up
+        # warm-up
+        tokenize_files(tokenizer, config, paths[:1], batch_size=args.batch_size, progress=False, device=args.device)
         first, reference = None, None
         for workers in args.workers:
             t0 = time.perf_counter()
             table = tokenize_files(tokenizer, config, paths, batch_size=args.batch_size, progress=False,
-                                   num_workers=workers)
+                                   num_workers=workers, device=args.device)
             rate = len(table) / (time.perf_counter() - t0)
             first = first or rate
             same = "" if reference is None else (
