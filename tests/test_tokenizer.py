@@ -150,3 +150,29 @@ def test_epoch_summary_usage_and_mass_resolution():
     assert s["mass_bias_GeV"] == pytest.approx(0.75)
     assert s["mass_resolution_GeV"] == pytest.approx(float(torch.tensor(dm, dtype=torch.float64).std(unbiased=False)),
                                                      rel=1e-12)
+
+
+def test_batch_stats_stay_on_the_device_and_sum_like_numbers():
+    """batch_stats gives tensors (no host read per step); EpochStats sums them as it sums Python numbers, and the
+    code histogram counts the real constituents' codes only."""
+    from omnijet_weaver.weaver.loops import EpochStats
+
+    torch.manual_seed(0)
+    tok = VQVAE(codebook_size=8, hidden_dim=16, num_blocks=1, num_heads=2).train()
+    on_device, as_numbers = EpochStats(), EpochStats()
+    for seed in (1, 2):
+        g = torch.Generator().manual_seed(seed)
+        points = 0.2 * torch.rand(5, 2, 12, generator=g) - 0.1
+        vectors = 1 + 50 * torch.rand(5, 4, 12, generator=g)
+        mask = (torch.arange(12)[None, :] < torch.randint(1, 13, (5,), generator=g)[:, None]).float()[:, None]
+        out = tok(points, torch.zeros(5, 4, 12), vectors, mask)
+        batch = tok.batch_stats(out)
+        assert all(isinstance(v[0], torch.Tensor) for k, v in batch.items() if k not in ("code_counts",
+                                                                                         "replaced_per_step"))
+        expected = torch.bincount(out["ids"][out["mask"]], minlength=8).double()
+        assert torch.equal(batch["code_counts"], expected)
+        on_device.add(batch)
+        as_numbers.add({k: v if k == "code_counts" else (float(v[0]), float(v[1])) for k, v in batch.items()})
+    assert on_device.means() == pytest.approx(as_numbers.means(), rel=1e-12)
+    assert torch.equal(on_device.read().arrays["code_counts"], as_numbers.read().arrays["code_counts"])
+    assert tok.epoch_summary(on_device) == pytest.approx(tok.epoch_summary(as_numbers), rel=1e-12)

@@ -90,9 +90,9 @@ class OmniJetGPT(Configurable):
 
     # -- figures for the weaver loops ------------------------------------------------------------------------
     def batch_stats(self, out) -> dict:
-        s = out["stats"]
-        count = float(s["count"])
-        return {"loss": (float(s["loss_sum"]), count), "accuracy": (float(s["correct"]), count)}
+        """Per-batch sums as 0-dim tensors on the model's device (read by the training loop once per epoch)."""
+        s = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in out["stats"].items()}
+        return {"loss": (s["loss_sum"], s["count"]), "accuracy": (s["correct"], s["count"])}
 
     def epoch_summary(self, stats) -> dict:
         m = stats.means()

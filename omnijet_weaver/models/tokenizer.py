@@ -181,18 +181,22 @@ class VQVAE(Tokenizer):
 
     # -- figures for the weaver loops (omnijet_weaver.weaver.loops) ------------------------------------------
     def batch_stats(self, out) -> dict:
-        """Per-batch sums: losses (per jet), mass differences, the code histogram."""
-        nj = out["mask"].shape[0]
+        """Per-batch sums: losses (per jet), mass differences, the code histogram -- 0-dim tensors and a (K,)
+        histogram on the model's device, without host syncs (the training loop reads them once per epoch)."""
+        mask = out["mask"]
+        nj = mask.shape[0]
         dm = self._mass_difference(out)
-        ids = out["ids"][out["mask"]]
+        counts = torch.zeros(self.codebook_size, dtype=torch.float64, device=mask.device)
+        counts.index_add_(0, out["ids"].reshape(-1), mask.reshape(-1).to(counts.dtype))  # real constituents only
+        detached = {k: out[k].detach() for k in ("loss", "recon_loss", "vq_loss")}
         return {
-            "loss": (out["loss"].item() * nj, nj),
-            "recon_loss": (out["recon_loss"].item() * nj, nj),
-            "vq_loss": (out["vq_loss"].item() * nj, nj),
-            "mass_diff": (dm.sum().item(), dm.numel()),
-            "mass_diff_sq": ((dm**2).sum().item(), dm.numel()),
-            "replaced_per_step": (float(out["num_replaced"]), 1),
-            "code_counts": torch.bincount(ids, minlength=self.codebook_size),
+            "loss": (detached["loss"] * nj, nj),
+            "recon_loss": (detached["recon_loss"] * nj, nj),
+            "vq_loss": (detached["vq_loss"] * nj, nj),
+            "mass_diff": (dm.sum(), dm.numel()),
+            "mass_diff_sq": ((dm**2).sum(), dm.numel()),
+            "replaced_per_step": (out["num_replaced"], 1),
+            "code_counts": counts,
         }
 
     def epoch_summary(self, stats) -> dict:

@@ -9,8 +9,9 @@ Every hook records its epoch in the run's history, ``<model-prefix>_history.json
 (:mod:`omnijet_weaver.weaver.history`).
 
 Our own loops train any omnijet-weaver model whose ``forward`` returns a dict with a scalar ``loss`` and whose
-``batch_stats(out)`` returns ``{name: (sum, count)}`` for the per-epoch summary (e.g. reconstruction error,
-perplexity). Models may also define ``jet_scores(out)`` -> (B, k) numpy array, what ``--predict`` writes,
+``batch_stats(out)`` returns ``{name: (sum, count)}`` (numbers or 0-dim tensors, kept on the device: the loops
+read them once per epoch and every :data:`PROGRESS_EVERY` batches for the progress bar) for the per-epoch
+summary (e.g. reconstruction error, perplexity). Models may also define ``jet_scores(out)`` -> (B, k) numpy array, what ``--predict`` writes,
 and ``epoch_summary(stats)`` -> ``{name: value}`` to derive the logged figures from the
 :class:`EpochStats` (e.g. codebook usage); the figures must include ``loss``.
 
@@ -51,25 +52,55 @@ def _autocast(extra_args, dev):
     return torch.autocast(dev.type if isinstance(dev, torch.device) else "cpu", enabled=enabled, dtype=dtype)
 
 
+#: The progress bar shows the running means every this many batches (each update reads them from the device).
+PROGRESS_EVERY = 50
+
+
+def _sum(total, value):
+    """``total + value``, keeping a tensor value a detached float64 tensor on its device (no host sync)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        value = value.double() if value.device.type != "mps" else value.float()
+    return value if total is None else total + value
+
+
 class EpochStats:
-    """Weighted sums of per-batch figures, reduced over DDP ranks on request."""
+    """Weighted sums of per-batch figures, accumulated where they are computed and read once per epoch.
+
+    ``add`` takes ``{name: (sum, count)}`` with Python numbers or 0-dim tensors (kept on their device, so a
+    training step need not wait for the GPU), and ``{name: tensor}`` histograms (summed elementwise on their
+    device). :meth:`means`, :meth:`all_reduce` and :meth:`read` read them from the device: once per epoch.
+    """
 
     def __init__(self):
-        self.sums = defaultdict(float)
-        self.counts = defaultdict(float)
+        self.sums = {}
+        self.counts = {}
         self.arrays = {}
 
     def add(self, stats: dict):
         for name, value in stats.items():
             if isinstance(value, torch.Tensor) and value.ndim > 0:  # histograms are summed elementwise
-                value = value.detach().double().cpu()
-                self.arrays[name] = self.arrays[name] + value if name in self.arrays else value
+                self.arrays[name] = _sum(self.arrays.get(name), value)
             else:
                 s, c = value
-                self.sums[name] += float(s)
-                self.counts[name] += float(c)
+                self.sums[name] = _sum(self.sums.get(name), s)
+                self.counts[name] = _sum(self.counts.get(name), c)
+
+    def read(self):
+        """Bring the sums to the host: Python floats, histograms as float64 CPU tensors (one transfer)."""
+        names = sorted(self.sums)
+        values = [self.sums[n] for n in names] + [self.counts[n] for n in names]
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if tensors:
+            host = iter(torch.stack([t.to(tensors[0].device, torch.float64) for t in tensors]).cpu().tolist())
+            values = [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
+        for i, n in enumerate(names):
+            self.sums[n], self.counts[n] = float(values[i]), float(values[len(names) + i])
+        self.arrays = {n: a.double().cpu() for n, a in self.arrays.items()}
+        return self
 
     def all_reduce(self):
+        self.read()
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return self
         names = sorted(self.sums)
@@ -88,7 +119,17 @@ class EpochStats:
         return self
 
     def means(self) -> dict:
+        self.read()
         return {n: self.sums[n] / max(self.counts[n], 1e-12) for n in self.sums}
+
+    def progress(self) -> dict:
+        """The running means of the losses and accuracies, for the progress bar (reads them from the device)."""
+        figures = {}
+        for n in self.sums:
+            if "loss" in n or "accuracy" in n:
+                s, c = (float(x) for x in (self.sums[n], self.counts[n]))
+                figures[n] = "%.4f" % (s / max(c, 1e-12))
+        return figures
 
 
 def _summary(core, stats: EpochStats) -> dict:
@@ -97,10 +138,10 @@ def _summary(core, stats: EpochStats) -> dict:
     return stats.means()
 
 
-def _progress(batch: dict) -> dict:
-    """The per-batch figures shown in the progress bar: losses and accuracies."""
-    return {k: "%.4f" % (v[0] / max(v[1], 1e-12)) for k, v in batch.items()
-            if isinstance(v, tuple) and ("loss" in k or "accuracy" in k)}
+def _show_progress(tq, stats: EpochStats, num_batches: int, **extra):
+    """Update the progress bar with the running means after the first batch and every :data:`PROGRESS_EVERY`."""
+    if num_batches == 1 or num_batches % PROGRESS_EVERY == 0:
+        tq.set_postfix({**extra, **stats.progress()})
 
 
 def _fmt(figures: dict) -> str:
@@ -142,9 +183,8 @@ def train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_
             stats.add(batch)
             num_batches += 1
             num_jets += inputs[0].shape[0]
-            postfix = {"lr": "%.2e" % (scheduler.get_last_lr()[0] if scheduler else opt.param_groups[0]["lr"])}
-            postfix.update(_progress(batch))
-            tq.set_postfix(postfix)
+            _show_progress(tq, stats, num_batches,
+                           lr="%.2e" % (scheduler.get_last_lr()[0] if scheduler else opt.param_groups[0]["lr"]))
             if tb_helper:
                 tb_helper.global_step += 1
                 tb_helper.write_scalars([("Loss/train", loss.item(), tb_helper.global_step)])
@@ -188,7 +228,7 @@ def evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=None, 
                 for k, v in Z.items():
                     observers[k].append(v)
             num_batches += 1
-            tq.set_postfix(_progress(batch))
+            _show_progress(tq, stats, num_batches)
             if steps_per_epoch is not None and num_batches >= steps_per_epoch:
                 break
     if num_batches == 0:
