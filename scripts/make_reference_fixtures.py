@@ -98,8 +98,10 @@ def randomize(module, seed: int):
                 p.copy_(noise / max(1, p.shape[-1]) ** 0.5 if p.dim() > 1 else 0.1 * noise)
 
 
-def fit_and_save(model, batches, path: Path, workdir: Path):
-    """One training step through a real Lightning Trainer (with a ModelCheckpoint callback), then save."""
+def fit_save_reload(model, batches, path: Path, workdir: Path, before_reload=None):
+    """One training step through a real Lightning Trainer (with a ModelCheckpoint callback), save it at ``path``
+    (its folder made), call ``before_reload()`` if given, and return the checkpoint loaded back with the
+    reference's own ``load_from_checkpoint``, in eval mode."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -111,7 +113,11 @@ def fit_and_save(model, batches, path: Path, workdir: Path):
     n = len(next(iter(batches.values())))
     samples = [{k: v[i] for k, v in batches.items()} for i in range(n)]
     trainer.fit(model, train_dataloaders=DataLoader(samples, batch_size=n))
+    path.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(str(path))
+    if before_reload is not None:
+        before_reload()
+    return type(model).load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
 
 
 def read_jets(path: str, num_jets: int, max_len: int = 128):
@@ -166,7 +172,6 @@ def make_tokenizer(reference: Path, name: str, jets, feats, out: Path, work: Pat
     import hydra
     import torch
     import torch.nn.functional as F
-    from gabbro.models.vqvae import VQVAELightning
     from gabbro.utils.arrays import ak_pad, ak_select_and_preprocess, ak_to_np_stack
     from omegaconf import OmegaConf
 
@@ -184,13 +189,12 @@ def make_tokenizer(reference: Path, name: str, jets, feats, out: Path, work: Pat
     mt = torch.from_numpy(m.to_numpy()).float()
     batch = {"part_features": xt[:16], "part_mask": mt[:16], "jet_type_labels": torch.zeros(16, dtype=torch.long)}
     folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    fit_and_save(model, batch, folder / "model_ckpt.ckpt", work / name)
-    with open(folder / "config.yaml", "w") as f:  # as gabbro/train.py writes it beside the checkpoints
-        OmegaConf.save(cfg, f)
 
-    ref = VQVAELightning.load_from_checkpoint(folder / "model_ckpt.ckpt", map_location="cpu", weights_only=False)
-    ref.eval()
+    def save_config():  # as gabbro/train.py writes it beside the checkpoints
+        with open(folder / "config.yaml", "w") as f:
+            OmegaConf.save(cfg, f)
+
+    ref = fit_save_reload(model, batch, folder / "model_ckpt.ckpt", work / name, before_reload=save_config)
     tokens = ref.tokenize_ak_array(feats, json.loads(json.dumps(pp_dict)), hide_pbar=True)
     with torch.no_grad():
         x_reco, vq_out = ref(xt, mt)
@@ -236,7 +240,6 @@ def sequences(tokens, codes: int, length: int = 130):
 def make_generative(reference: Path, tokens, out: Path, work: Path, seed: int):
     import hydra
     import torch
-    from gabbro.models.backbone import BackboneNextTokenPredictionLightning
 
     cfg = compose(reference, "example_experiment_generative", GPT_SIZES)
     model = hydra.utils.instantiate(cfg.model)
@@ -247,11 +250,7 @@ def make_generative(reference: Path, tokens, out: Path, work: Path, seed: int):
     feats = torch.from_numpy(np.stack([inp, tgt], -1)[:, :128]).float()
     batch = {"part_features": feats[:16], "part_mask": torch.from_numpy(im[:, :128][:16]).float()}
     folder = out / "generative"
-    folder.mkdir(parents=True, exist_ok=True)
-    fit_and_save(model, batch, folder / "generative.ckpt", work / "generative")
-    ref = BackboneNextTokenPredictionLightning.load_from_checkpoint(folder / "generative.ckpt", map_location="cpu",
-                                                                    weights_only=False)
-    ref.eval()
+    ref = fit_save_reload(model, batch, folder / "generative.ckpt", work / "generative")
     x = torch.from_numpy(inp[:, :128])
     xm = torch.from_numpy(im[:, :128])
     with torch.no_grad():
@@ -282,11 +281,7 @@ def make_classifier(reference: Path, tokens, labels, out: Path, work: Path, seed
     batch = {"part_features": x[:16].float(), "part_mask": xm[:16].float(),
              "jet_type_labels": torch.from_numpy(labels[:16] % 3)}
     folder = out / "classifier"
-    folder.mkdir(parents=True, exist_ok=True)
-    fit_and_save(model, batch, folder / "classifier.ckpt", work / "classifier")
-    ref = BackboneClassificationLightning.load_from_checkpoint(folder / "classifier.ckpt", map_location="cpu",
-                                                               weights_only=False)
-    ref.eval()
+    ref = fit_save_reload(model, batch, folder / "classifier.ckpt", work / "classifier")
     with torch.no_grad():
         logits = ref(x, xm.float())
     np.savez_compressed(folder / "expected.npz", inputs=x.numpy(), input_mask=xm.numpy(), logits=logits.numpy())

@@ -7,29 +7,15 @@ import copy
 
 import pytest
 import torch
+from test_gpt import PAD, START, STOP, K, V, one_thread  # noqa: F401 (one_thread: the module's autouse fixture)
+from test_gpt import tiny as tiny_gpt
 
-from omnijet_weaver.constants import pad_token, start_token, stop_token, vocab_size
-from omnijet_weaver.models.gpt import Backbone, NextTokenHead
 from omnijet_weaver.models.sampling import decode_step, pick_next, sample_tokens
-
-K = 16
-V = vocab_size(K)
-START, STOP, PAD = start_token(K), stop_token(K), pad_token(K)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(seed=0, dtype=torch.float32, stop_bias=1.0):
-    """A tiny GPT whose stop bias spreads the lengths over 1 .. max_particles."""
-    torch.manual_seed(seed)
-    backbone = Backbone(K, embed_dim=32, num_blocks=2, num_heads=4, ff_dim=64).to(dtype).eval()
-    head = NextTokenHead(32, V).to(dtype).eval()
+    """The tiny GPT of test_gpt, with a stop bias that spreads the lengths over 1 .. max_particles."""
+    backbone, head = tiny_gpt(seed, dtype)
     with torch.no_grad():
         head.proj.bias[STOP] = stop_bias
     return backbone, head

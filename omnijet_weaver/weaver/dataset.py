@@ -330,21 +330,27 @@ def jet_loader(data_config, files, batch_size: int = 256, num_workers: int = 0, 
         files: ROOT or parquet files.
         batch_size: jets per batch.
     """
-    files = check_files(files)
-    cfg = read_data_config(data_config)
-    check_branches(files, data_config, config=cfg)
-    masks = check_selection(files, cfg, where=data_config)
-    files = [f for f, m in zip(files, masks) if m.any()]
+    files = checked_files(data_config, files)
     return _loader(data_config, files, batch_size=batch_size, num_workers=num_workers, name=name)
 
 
-def _loader(data_config, files, batch_size: int = 256, num_workers: int = 0, name: str = "",
-            load_range=(0, 1)) -> DataLoader:
-    """weaver's test-mode ``SimpleIterDataset`` over checked ``files``, reading the fraction ``load_range`` of
-    the entries of each."""
+def checked_files(data_config, files, config=None) -> list[str]:
+    """``files`` checked for reading with ``data_config`` (:func:`check_files`, :func:`check_branches`,
+    :func:`check_selection`), without those none of whose jets passes the selection (weaver would fail on them).
+    ``config``: the loaded ``DataConfig``, if the caller has it."""
+    files = check_files(files)
+    config = read_data_config(data_config) if config is None else config
+    check_branches(files, data_config, config=config)
+    masks = check_selection(files, config, where=data_config)
+    return [f for f, m in zip(files, masks) if m.any()]
+
+
+def _dataset(data_config, files, name: str = "", load_range=(0, 1)):
+    """weaver's test-mode ``SimpleIterDataset`` over checked ``files`` (file order kept), reading the fraction
+    ``load_range`` of the entries of each."""
     from weaver.utils.dataset import SimpleIterDataset
 
-    dataset = SimpleIterDataset(
+    return SimpleIterDataset(
         {name: list(files)},
         os.fspath(data_config),
         for_training=False,
@@ -353,7 +359,13 @@ def _loader(data_config, files, batch_size: int = 256, num_workers: int = 0, nam
         fetch_step=1,
         name=name or "jets",
     )
-    return DataLoader(dataset, batch_size=batch_size, num_workers=min(num_workers, len(files)), drop_last=False)
+
+
+def _loader(data_config, files, batch_size: int = 256, num_workers: int = 0, name: str = "",
+            load_range=(0, 1)) -> DataLoader:
+    """A DataLoader over :func:`_dataset`."""
+    return DataLoader(_dataset(data_config, files, name, load_range), batch_size=batch_size,
+                      num_workers=min(num_workers, len(files)), drop_last=False)
 
 
 def sampled_batches(data_config, files, max_jets=None, batch_size: int = 512, network: str = "omnijet-weaver"):
@@ -424,15 +436,10 @@ def ordered_batches(data_config, files, batch_size: int = 512, num_workers: int 
     batches. Each worker reads a contiguous block of files (:func:`worker_file_order`), so concatenating the
     batches of worker 0, then worker 1, ... gives the jets in file order; ``pin_memory`` pins the batches for
     asynchronous copies to a GPU."""
-    from weaver.utils.dataset import SimpleIterDataset
-
     n = max(0, min(num_workers, len(files)))
-    dataset = SimpleIterDataset(
-        {"": worker_file_order(files, n)}, os.fspath(data_config), for_training=False,
-        load_range_and_fraction=((0, 1), 1, 1), fetch_by_files=True, fetch_step=1, name="tokenize",
-    )
+    dataset = _dataset(data_config, worker_file_order(files, n))
     loader = DataLoader(_WorkerTagged(dataset), batch_size=batch_size, num_workers=n, drop_last=False,
-                        pin_memory=pin_memory, persistent_workers=False)
+                        pin_memory=pin_memory)
     for X, y, Z, worker in loader:
         yield int(worker[0]), (X, y, Z)
 
@@ -453,10 +460,7 @@ def tokenize_files(tokenizer, data_config, files, device="cpu", batch_size=512, 
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a whole number of at least 0, got {num_workers!r}")
     config = check_data_config(data_config, "the tokenizer")
-    files = check_files(files)
-    check_branches(files, data_config, config=config)
-    masks = check_selection(files, config, where=data_config)
-    files = [f for f, m in zip(files, masks) if m.any()]
+    files = checked_files(data_config, files, config)
     device = torch.device(device)
     cuda = device.type == "cuda"
     tokenizer = tokenizer.to(device).eval()
