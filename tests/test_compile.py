@@ -30,6 +30,8 @@ def models(toy_root_files, tmp_path_factory):
         "tagger": lambda compile_model: tagger_model(dc, pretrained=str(gpt), compile_model=compile_model)[0],
         "gpt": lambda compile_model: gpt_model(dc, tokenizer=str(tok), embed_dim=16, num_blocks=1, num_heads=2,
                                                ff_dim=16, compile_model=compile_model)[0],
+        "vqvae": lambda compile_model: vqvae_model(dc, codebook_size=32, hidden_dim=8, num_blocks=1, num_heads=2,
+                                                   compile_model=compile_model)[0],
     }
 
 
@@ -60,12 +62,31 @@ def test_round_to_gives_multiples_of_32_capped_at_max_particles():
 
 def test_compile_model_sets_the_rounding_and_nothing_else(models, toy_root_files):
     dc = load_data_config(DATA_CONFIG)
-    for name, build in models.items():
+    for name in ("tagger", "gpt"):
+        build = models[name]
         assert build(True).tokenizer.transform.round_to == COMPILE_ROUND_TO, name
         assert build(False).tokenizer.transform.round_to == 1, name
     assert vqvae_model(dc, codebook_size=8, hidden_dim=8, num_blocks=1, num_heads=2,
                        compile_model=True)[0].transform.round_to == COMPILE_ROUND_TO
     assert "round_to" not in build(True).config["tokenizer"]["config"]  # a run-time setting, not in checkpoints
+
+
+@pytest.mark.parametrize("name", ["vqvae", "gpt", "tagger"])
+def test_training_forward_breaks_the_graph_only_for_the_trimmed_length(models, name):
+    """No host synchronisation in a training forward but the one weaver's ParT has too (the trimmed length,
+    read outside the graph): a data-dependent op (``nonzero``, a boolean index, ``.item()``, ``bincount``) would
+    show as a graph break. The VQ-VAE's k-means init (first batch) is done first; its dead-code replacement
+    runs in every step here (``replace_freq=1``: codes unused in a batch are replaced)."""
+    torch._dynamo.reset()
+    model = models[name](True).train()
+    if name == "vqvae":
+        model.quantizer.replace_freq = 1
+    model(*batch(40))  # k-means init (VQ-VAE)
+    explained = torch._dynamo.explain(model)(*batch(5))  # <= 30 constituents for 32 codes: some die
+    reasons = [str(r.reason) for r in explained.break_reasons]
+    assert reasons and all("_trimmed_length" in r for r in reasons), reasons
+    if name == "vqvae":  # and the replacement did run inside the graph
+        assert int(model.quantizer.last_num_replaced) > 0
 
 
 def outputs(model, name, inputs):

@@ -17,9 +17,13 @@ layer does in training, and fixes two things the reference gets wrong for jets a
 
 Unlike vqtorch, padded positions (``mask`` False) take no part in the loss, the k-means init, the usage
 counts or the replacement pool; replaced codes are put where they are wanted in C' (vqtorch writes the raw
-C and so ignores the affine transform); and under ``torch.distributed`` the k-means init and the
-replacements are computed once, on rank 0 over the latents gathered from all ranks, and broadcast, while the
-usage counts are all-reduced every step, so all ranks keep identical codebooks and buffers.
+C and so ignores the affine transform); and under ``torch.distributed`` the k-means init is computed once,
+on rank 0 over the latents gathered from all ranks, the replacement latents are drawn from rank 0's batch and
+broadcast, and the usage counts are all-reduced every step, so all ranks keep identical codebooks and buffers.
+
+After the k-means init, a training forward has fixed shapes and no host synchronisation (usage counts by
+``index_add_``, masked sums, the replacement applied with ``torch.where`` wherever a code is dead), so it
+neither stalls a GPU nor breaks a ``torch.compile`` graph.
 
 Shapes: ``z`` is (B, L, d) (any leading shape works), ``mask`` is (B, L) bool, True for real constituents.
 """
@@ -49,7 +53,7 @@ class QuantizerOutput:
         z_q: (B, L, d) the quantized latents with the straight-through / synchronized gradient.
         indices: (B, L) long, the nearest code of every position (padding included; ignore it there).
         loss: scalar, the commitment + codebook loss over real positions (0, still in the graph, if none).
-        num_replaced: dead codes reset in this step (0 in eval mode).
+        num_replaced: 0-dim long tensor, dead codes reset in this step (0 in eval mode).
         usage: scalar tensor, fraction of the K codes used by the real positions of this batch (this rank).
         perplexity: scalar tensor, exp(entropy) of the code usage of this batch (this rank).
     """
@@ -57,7 +61,7 @@ class QuantizerOutput:
     z_q: torch.Tensor
     indices: torch.Tensor
     loss: torch.Tensor
-    num_replaced: int
+    num_replaced: torch.Tensor
     usage: torch.Tensor
     perplexity: torch.Tensor
 
@@ -266,8 +270,19 @@ class VectorQuant(nn.Module):
         self.affine_bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("unused_steps", torch.zeros(num_codes, dtype=torch.long))
-        #: Number of codes replaced by the last training forward.
+        #: Number of codes replaced by the last training forward (a 0-dim tensor once it has trained).
         self.last_num_replaced = 0
+        self._initialized_seen = False  # host copy of `initialized` once it is True (saves a sync per step)
+
+    def _known_initialized(self) -> bool:
+        """Whether the k-means init is done; the buffer is read on the host only until it is True."""
+        if not self._initialized_seen:
+            self._initialized_seen = bool(self.initialized)
+        return self._initialized_seen
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._initialized_seen = False  # the loaded buffer decides again
 
     def extra_repr(self):
         return (
@@ -292,10 +307,15 @@ class VectorQuant(nn.Module):
 
     @torch.no_grad()
     def _set_codes(self, rows, target: torch.Tensor):
-        """Make C'[rows] equal ``target`` by writing C[rows] = (target - a*b) / (1 + a*s)."""
+        """Make C'[rows] equal ``target`` by writing C[rows] = (target - a*b) / (1 + a*s). ``rows``: an index or
+        slice with ``target`` of the selected shape, or a (K,) bool mask with ``target`` (K, d) (then written
+        in place with ``torch.where``, without a host synchronisation)."""
         a = self.affine_lr
-        raw = (target - a * self.affine_bias) / (1 + a * self.affine_scale)
-        self.codebook[rows] = raw.to(self.codebook.dtype)
+        raw = ((target - a * self.affine_bias) / (1 + a * self.affine_scale)).to(self.codebook.dtype)
+        if isinstance(rows, torch.Tensor) and rows.dtype == torch.bool:
+            self.codebook.copy_(torch.where(rows[:, None], raw, self.codebook))
+        else:
+            self.codebook[rows] = raw
 
     # --- training-time codebook maintenance ---
 
@@ -310,30 +330,41 @@ class VectorQuant(nn.Module):
                                 shape, pool)
         self._set_codes(slice(None), centroids)
         self.initialized.fill_(True)
+        self._initialized_seen = True
 
     @torch.no_grad()
-    def _update_usage_and_replace(self, counts: torch.Tensor, real: torch.Tensor) -> int:
+    def _update_usage_and_replace(self, counts: torch.Tensor, latents: torch.Tensor, real: torch.Tensor):
         """Count a training step: codes with ``counts`` > 0 (K,) (summed over ranks) were used; codes unused for
-        ``replace_freq`` steps get C' = a random real latent (N, d) of this step plus noise. Returns how many."""
+        ``replace_freq`` steps get C' = a random real latent of this step (``latents`` (N, d) where ``real``
+        (N,) bool) plus noise, each real latent once before any repeats. Fixed shapes and no host
+        synchronisation: a K-row draw is made every step and applied where a code is dead (under DDP rank 0's
+        draw, broadcast); with no real latent (rank 0's under DDP) nothing is replaced until the next step.
+        Returns the number replaced, a 0-dim long tensor."""
         if _distributed():
             counts = counts.clone()
             dist.all_reduce(counts)
         self.unused_steps += 1
-        self.unused_steps[counts > 0] = 0
+        self.unused_steps.masked_fill_(counts > 0, 0)
         if self.replace_freq <= 0:
-            return 0
-        dead = torch.nonzero(self.unused_steps >= self.replace_freq).squeeze(1)
-        n_dead = dead.numel()  # identical on all ranks, as the buffers are
-        if n_dead == 0:
-            return 0
-        pool = _gather_rows(real, min(n_dead, MAX_GATHER_PER_RANK))
-        if pool.shape[0] == 0:  # no real latent anywhere: keep them dead, replace at the next step
-            return 0
-        targets = _from_rank0(lambda: _jitter(_shuffled_rows(pool, n_dead), self.replace_noise),
-                              (n_dead, self.dim), pool)
+            return torch.zeros((), dtype=torch.long, device=counts.device)
+        n_real = real.sum()
+        # real rows first, in random order (padding keys 2 > any uniform); dead code number i takes row i mod n_real
+        order = torch.where(real, torch.rand(real.shape, device=real.device), 2.0).argsort()
+        row = torch.arange(self.num_codes, device=real.device) % n_real.clamp(min=1)
+        targets = _jitter(latents[order[row]].to(self.codebook.dtype), self.replace_noise)  # (K, d)
+        go = (n_real > 0).reshape(1)
+        if _distributed():  # rank 0's draw and its "any real latent?" for all ranks
+            targets = targets.contiguous()
+            dist.broadcast(targets, src=0)
+            go = go.to(torch.uint8)
+            dist.broadcast(go, src=0)
+            go = go.bool()
+        dead = (self.unused_steps >= self.replace_freq) & go
+        # the i-th dead code (in code order) takes the i-th target, so a few dead codes get distinct latents
+        targets = targets[(dead.cumsum(0) - 1).clamp(min=0)]
         self._set_codes(dead, targets)
-        self.unused_steps[dead] = 0
-        return n_dead
+        self.unused_steps.masked_fill_(dead, 0)
+        return dead.sum()
 
     # --- forward ---
 
@@ -356,24 +387,28 @@ class VectorQuant(nn.Module):
             mask = torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device)
         mask = mask.to(torch.bool)
         z_det = z.detach()
-        real = z_det[mask].to(self.codebook.dtype)  # (N, d): padding never enters init, usage or replacement
+        if self.training and self.kmeans_init and not self._known_initialized():
+            # padding never enters init, usage or replacement (one host sync, until the init is done)
+            self._init_kmeans(z_det[mask].to(self.codebook.dtype))
 
-        if self.training and self.kmeans_init and not bool(self.initialized):
-            self._init_kmeans(real)
-
+        # from here on fixed shapes and no host synchronisation (the training step of a compiled model)
         with torch.no_grad():
             indices = nearest_code(z_det.reshape(-1, self.dim), self.codebook_transformed())
         indices = indices.view(z.shape[:-1])
-        counts = torch.bincount(indices[mask], minlength=self.num_codes)
+        flat_mask = mask.reshape(-1)
+        counts = torch.zeros(self.num_codes, dtype=torch.long, device=z.device)
+        counts.index_add_(0, indices.reshape(-1), flat_mask.long())
 
-        num_replaced = 0
+        num_replaced = torch.zeros((), dtype=torch.long, device=z.device)
         if self.training:
-            num_replaced = self._update_usage_and_replace(counts, real)
+            num_replaced = self._update_usage_and_replace(counts, z_det.reshape(-1, self.dim), flat_mask)
             self.last_num_replaced = num_replaced
 
         z_q = F.embedding(indices, self.codebook_transformed())  # (B, L, d); the graph starts here
-        z_r, zq_r = z[mask], z_q[mask]
-        denom = max(1, zq_r.numel())
+        real = mask.unsqueeze(-1)
+        # padded positions are zeroed by torch.where (not multiplied: a NaN there must not reach the loss)
+        z_r, zq_r = torch.where(real, z, 0.0), torch.where(real, z_q, 0.0)
+        denom = (flat_mask.sum() * self.dim).clamp(min=1)
         commitment = (z_r - zq_r.detach()).pow(2).sum() / denom
         codebook = (z_r.detach() - zq_r).pow(2).sum() / denom
         loss = (1 - self.beta) * commitment + self.beta * codebook
