@@ -83,9 +83,9 @@ class SelfAttention(nn.Module):
         if positions is not None:
             if cache is None or t != 1 or mask is not None:
                 raise ValueError("positions need a preallocated cache, one new token per row and no mask")
-            index = positions.view(b, 1, 1, 1).expand(b, self.num_heads, 1, d // self.num_heads)
-            cache["k"].scatter_(2, index, k.to(cache["k"].dtype))
-            cache["v"].scatter_(2, index, v.to(cache["v"].dtype))
+            rows = torch.arange(b, device=positions.device)
+            cache["k"][rows, :, positions] = k[:, :, 0].to(cache["k"].dtype)  # (index_put: ~3x a scatter_)
+            cache["v"][rows, :, positions] = v[:, :, 0].to(cache["v"].dtype)
             k, v = cache["k"], cache["v"]
             attn = cache_attention_mask(positions, k.shape[2])
             y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn)
