@@ -63,5 +63,16 @@ def pad_token(codebook_size: int) -> int:
 
 
 def vocab_size(codebook_size: int) -> int:
-    """Size of the GPT vocabulary: codes + start + stop + pad."""
+    """Size of the GPT vocabulary: codes + start + stop + pad (what the next-token head predicts over)."""
     return codebook_size + 3
+
+
+def class_token(codebook_size: int, index: int) -> int:
+    """Id of the start token of class ``index`` (0-based) of a class-conditional GPT: after pad, one per class.
+    It opens a sequence in place of :func:`start_token` (which stays the unconditional start); it is an input
+    only, never predicted nor sampled (the head's vocabulary is :func:`vocab_size`)."""
+    return codebook_size + 3 + index
+
+
+#: Prefix of the JetClass label branches; a class name of a conditional GPT is the branch name without it.
+LABEL_PREFIX = "label_"

@@ -28,7 +28,7 @@ def test_packaged_files_are_small_and_load():
 
 def test_generate_with_the_packaged_model(tmp_path):
     out = tmp_path / "gen.root"
-    command("generate", "--num-jets", 64, "--output", out, "--seed", 1, "--label", "label_QCD", "--no-progress")
+    command("generate", "--num-jets", 64, "--output", out, "--seed", 1, "--no-progress")
     a = uproot.open(out)["tree"].arrays()
     n = ak.num(a["part_px"]).to_numpy()
     assert len(a) == 64 and np.all((n >= 1) & (n <= 128))

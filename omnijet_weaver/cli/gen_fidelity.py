@@ -2,6 +2,7 @@
 
     omnijet-weaver-gen-fidelity top_test.root qcd_test.root --output gf/ --num-jets 10000        # packaged model
     omnijet-weaver-gen-fidelity test.root --output gf/ --checkpoint out/gpt_best_epoch_state.pt --num-jets 48000
+    omnijet-weaver-gen-fidelity top_test.root --output gf_top/ --checkpoint cond.pt --class Tbqq
 
 Generates --num-jets jets and reads as many real jets (through the data config, as in training), which are
 tokenized and reconstructed with the generator's own tokenizer. The real jets are a mix of the files: each
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     opt.add_num_jets_option(p, d["num_jets"], "jets to generate")
     p.add_argument("--max-real-jets", type=opt.positive_int, default=None, metavar="N",
                    help="real jets to read (default: --num-jets): " + opt.SAMPLING_RULE)
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help="a class-conditional generator: generate jets of this class (give real jets of that class)")
     opt.add_sampling_options(p)
     opt.add_batch_size_option(p, d["batch_size"], "sampled together")
     opt.add_seed_option(p, d["seed"], "sampling, the mix of the real jets, split and classifier")

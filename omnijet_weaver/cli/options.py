@@ -263,9 +263,10 @@ def add_seeds_option(p, default, what: str) -> None:
                    help=f"random seeds, 0 to 2**32 - 1, space-separated: {what} (default {spaced(default)})")
 
 
-def add_num_jets_option(p, default, what: str) -> None:
-    """``--num-jets``: a number of jets (``default`` None: required)."""
-    p.add_argument("--num-jets", type=positive_int, default=default, required=default is None, metavar="N",
+def add_num_jets_option(p, default, what: str, required: bool | None = None) -> None:
+    """``--num-jets``: a number of jets (required when ``required``; by default when ``default`` is None)."""
+    required = default is None if required is None else required
+    p.add_argument("--num-jets", type=positive_int, default=default, required=required, metavar="N",
                    help=f"number of jets: {what}" + ("" if default is None else f" (default {default})"))
 
 

@@ -9,13 +9,15 @@ from ..constants import GENERATED_TOKEN_BRANCH, JET_BRANCHES, JETCLASS_LABELS, P
 from ..kinematics import invariant_mass, jet_kinematics, massless_p4, sum_p4
 
 
-def jetclass_arrays(pt, eta_rel, phi_rel, mask, tokens=None, label: str | None = None) -> dict:
+def jetclass_arrays(pt, eta_rel, phi_rel, mask, tokens=None, label: str | None = None, labels=None) -> dict:
     """Branches of the JetClass layout from decoded constituents.
 
     Args:
         pt, eta_rel, phi_rel: (N, M) tensors (GeV, angles relative to the jet axis); mask: (N, M) bool.
         tokens: optional (N, M) token ids, written as ``part_token``.
-        label: one of the JetClass label branches to set to 1 (all ten are written; None = all 0).
+        label: one of the JetClass label branches to set to 1 for every jet (all ten are written; None = all 0).
+        labels: instead of ``label``, one label branch name per jet (N,) (e.g. the class a conditional model
+            generated it as); a name outside the ten JetClass labels (``label_top``) is written as a branch too.
     Returns:
         dict of numpy (per jet) and awkward (per constituent) arrays: ``part_px/py/pz/energy/deta/dphi``,
         ``jet_pt/eta/phi/energy/nparticles``, ``label_*`` and optionally ``part_token``.
@@ -38,8 +40,16 @@ def jetclass_arrays(pt, eta_rel, phi_rel, mask, tokens=None, label: str | None =
     arrays.update({name: x.numpy().astype(np.float32) for name, x in zip(JET_BRANCHES, (jpt, jeta, jphi, je))})
     arrays[JET_BRANCHES[-1]] = counts.astype(np.float32)  # jet_nparticles
     n = len(counts)
-    for name in JETCLASS_LABELS:
-        arrays[name] = np.full(n, name == label, dtype=np.int32)
+    if labels is not None:
+        if label is not None:
+            raise ValueError("give label or labels, not both")
+        labels = np.asarray(labels, dtype=object)
+        if labels.shape != (n,):
+            raise ValueError(f"labels: one branch name per jet ({n}), got shape {labels.shape}")
+    else:
+        labels = np.full(n, label, dtype=object)
+    for name in dict.fromkeys(JETCLASS_LABELS + tuple(x for x in labels if x is not None)):
+        arrays[name] = (labels == name).astype(np.int32)
     if tokens is not None:
         arrays[GENERATED_TOKEN_BRANCH] = jagged(tokens, np.int32)
     return arrays

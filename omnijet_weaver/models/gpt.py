@@ -3,8 +3,9 @@
 Pieces (SPEC "Models": "GPT backbone", "Heads"):
 
 - :class:`GPTBlock` -- one post-norm transformer block (causal self-attention, feed-forward), no dropout.
-- :class:`Backbone` -- token embedding (vocabulary = codes + start + stop + pad), **no positional
-  encoding**, ``num_blocks`` blocks. Registered as checkpoint kind ``"gpt_backbone"``.
+- :class:`Backbone` -- token embedding (vocabulary = codes + start + stop + pad, plus one start token per
+  class for a class-conditional model), **no positional encoding**, ``num_blocks`` blocks. Registered as
+  checkpoint kind ``"gpt_backbone"``.
 - :class:`NextTokenHead` -- one Linear from the hidden state to logits over the vocabulary.
 - :func:`make_sequences` -- per-constituent code ids + mask -> ``(start, x1 .. xn, stop, pad ...)``.
 - :func:`next_token_loss` -- masked cross-entropy (the reference trained on padding; we don't), with
@@ -18,7 +19,8 @@ generative checkpoint load into the tagger. Sampling lives in :mod:`omnijet_weav
 Shapes: B = batch, L = max constituents of the batch, T = sequence length (L + 2 for a full sequence),
 E = embedding size, V = vocabulary size = ``vocab_size(codebook_size)`` = codebook_size + 3.
 
-Token ids (:mod:`omnijet_weaver.constants`): codes ``0 .. K-1``, start ``K``, stop ``K+1``, pad ``K+2``.
+Token ids (:mod:`omnijet_weaver.constants`): codes ``0 .. K-1``, start ``K``, stop ``K+1``, pad ``K+2``; a
+class-conditional model adds the class start tokens ``K+3 .. K+2+C`` (inputs only).
 """
 
 from __future__ import annotations
@@ -100,19 +102,24 @@ class Backbone(Configurable):
         ff_dim: feed-forward hidden size (paper: 1024).
         max_len: the largest number of constituents per jet the model is meant for (informational: without
             positional encoding nothing in the weights depends on it; sampling callers may use it as limit).
+        num_classes: C, class start tokens of a class-conditional model (0: unconditional, the paper's). They
+            are embedding rows after pad (:func:`~omnijet_weaver.constants.class_token`). Stored in the
+            configuration only when > 0, so unconditional checkpoints keep their description.
     """
 
     kind = "gpt_backbone"
 
     def __init__(self, codebook_size: int, embed_dim: int = 256, num_blocks: int = 3, num_heads: int = 8,
-                 ff_dim: int = 1024, max_len: int = MAX_PARTICLES):
+                 ff_dim: int = 1024, max_len: int = MAX_PARTICLES, num_classes: int = 0):
         super().__init__()
+        extra = {"num_classes": int(num_classes)} if num_classes else {}
         self.save_config(codebook_size=int(codebook_size), embed_dim=int(embed_dim), num_blocks=int(num_blocks),
-                         num_heads=int(num_heads), ff_dim=int(ff_dim), max_len=int(max_len))
+                         num_heads=int(num_heads), ff_dim=int(ff_dim), max_len=int(max_len), **extra)
         self.codebook_size = int(codebook_size)
         self.embed_dim = int(embed_dim)
         self.max_len = int(max_len)
-        self.embed = nn.Embedding(vocab_size(codebook_size), embed_dim)
+        self.num_classes = int(num_classes)
+        self.embed = nn.Embedding(vocab_size(codebook_size) + self.num_classes, embed_dim)
         self.blocks = nn.ModuleList(GPTBlock(embed_dim, num_heads, ff_dim) for _ in range(num_blocks))
 
     # token ids of this vocabulary, for convenience (defined in omnijet_weaver.constants)
@@ -120,6 +127,23 @@ class Backbone(Configurable):
     start_token = property(lambda self: start_token(self.codebook_size), doc="id of the start token")
     stop_token = property(lambda self: stop_token(self.codebook_size), doc="id of the stop token")
     pad_token = property(lambda self: pad_token(self.codebook_size), doc="id of the padding token")
+
+    def set_extra_state(self, state):
+        # an unconditional backbone (the tagger's) takes a conditional one's weights: the same but for num_classes
+        config = state.get("config") if isinstance(state, dict) else None
+        if self.num_classes == 0 and isinstance(config, dict) and config.get("num_classes"):
+            state = {**state, "config": {k: v for k, v in config.items() if k != "num_classes"}}
+        super().set_extra_state(state)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the weights of a class-conditional backbone load into an unconditional one (the tagger's): its class
+        # start tokens are embedding rows after the shared vocabulary, which an unconditional model never reads
+        key = prefix + "embed.weight"
+        weight = state_dict.get(key)
+        rows = self.embed.num_embeddings
+        if self.num_classes == 0 and isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] > rows:
+            state_dict[key] = weight[:rows]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def new_caches(self, batch_size: int | None = None, length: int | None = None, device=None,
                    dtype=None) -> list[dict]:
@@ -187,7 +211,7 @@ class NextTokenHead(nn.Module):
         return self.proj(hidden)
 
 
-def make_sequences(tokens, mask, codebook_size: int):
+def make_sequences(tokens, mask, codebook_size: int, start=None):
     """Build GPT sequences ``(start, x1 .. xn, stop, pad ...)`` from per-constituent code ids.
 
     Real constituents keep their order; they need not be left-aligned (they are moved to the front).
@@ -196,6 +220,8 @@ def make_sequences(tokens, mask, codebook_size: int):
         tokens: (B, L) long code ids in ``0 .. K-1`` (values at masked entries are ignored).
         mask: (B, L) or (B, 1, L) (weaver's ``pf_mask``), bool or 0/1, True for real constituents.
         codebook_size: K.
+        start: None (every sequence opens with the start token) or (B,) long, the opening token of each
+            sequence (a class start token of a conditional model, or the start token).
     Returns:
         ``(sequences, targets, seq_mask)``, all (B, L + 2):
 
@@ -223,7 +249,7 @@ def make_sequences(tokens, mask, codebook_size: int):
     pad = pad_token(codebook_size)
     pos = torch.arange(length + 2, device=tokens.device)[None, :]  # (1, L+2)
     seq = torch.full((b, length + 2), pad, dtype=torch.long, device=tokens.device)
-    seq[:, 0] = start_token(codebook_size)
+    seq[:, 0] = start_token(codebook_size) if start is None else start
     seq[:, 1 : length + 1] = torch.where(mask, tokens.long(), pad)
     seq = torch.where(pos == (n + 1)[:, None], stop_token(codebook_size), seq)
     seq_mask = pos <= (n + 1)[:, None]

@@ -41,7 +41,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from ..constants import MAX_PARTICLES, pad_token, start_token, stop_token, vocab_size
+from ..constants import MAX_PARTICLES, class_token, pad_token, start_token, stop_token, vocab_size
 
 __all__ = [
     "SampledTokens", "sample_tokens", "make_generator", "pick_next", "decode_step", "check_sampling_args",
@@ -219,12 +219,13 @@ def decode_step(backbone, head, tokens, positions, uniforms, caches, codebook_si
     return pick_next(logits, u, codebook_size, positions == 0, temperature, top_k)
 
 
-def _full_step(backbone, head, slot_codes, positions, uniforms, codebook_size, temperature, top_k, precision):
-    """The reference step: recompute every slot's whole prefix (start, its codes so far); returns (B,) long."""
-    b = slot_codes.shape[0]
+def _full_step(backbone, head, slot_codes, slot_start, positions, uniforms, codebook_size, temperature, top_k,
+               precision):
+    """The reference step: recompute every slot's whole prefix (its opening token ``slot_start`` (B,), its codes
+    so far); returns (B,) long."""
     t = int(positions.max()) + 1  # the longest prefix (causal attention hides the rest of shorter ones)
-    start = torch.full((b, 1), start_token(codebook_size), dtype=torch.long, device=slot_codes.device)
-    prefix = torch.cat([start, slot_codes[:, : t - 1]], 1)  # (B, t)
+    b = slot_codes.shape[0]
+    prefix = torch.cat([slot_start[:, None], slot_codes[:, : t - 1]], 1)  # (B, t)
     with _autocast(slot_codes.device, precision):
         hidden = backbone(prefix)  # (B, t, E)
         hidden = hidden.gather(1, positions.view(b, 1, 1).expand(b, 1, hidden.shape[-1]))[:, 0]
@@ -255,19 +256,39 @@ def _check_head(backbone, head, codebook_size, device):
                          f"{vocab_size(codebook_size)}")
 
 
+def _check_start_tokens(start_tokens, num_jets, backbone, codebook_size, device) -> torch.Tensor:
+    """(N,) long opening tokens on ``device``: all the start token for None; else checked to be the start token
+    or a class start token the backbone has (ValueError otherwise)."""
+    start = start_token(codebook_size)
+    if start_tokens is None:
+        return torch.full((num_jets,), start, dtype=torch.long, device=device)
+    starts = torch.as_tensor(start_tokens, dtype=torch.long).reshape(-1).to(device)
+    if starts.numel() != num_jets:
+        raise ValueError(f"got {starts.numel()} start tokens for {num_jets} jets")
+    classes = getattr(backbone, "num_classes", 0)
+    first, end = class_token(codebook_size, 0), class_token(codebook_size, classes)
+    ok = (starts == start) | ((starts >= first) & (starts < end))
+    if not bool(ok.all()):
+        raise ValueError(f"start tokens must be the start token ({start}) or one of the backbone's {classes} class "
+                         f"start tokens ({first} .. {end - 1})")
+    return starts
+
+
 @torch.inference_mode()
 def _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, temperature, top_k, g, use_cache,
-            device, precision, compile, bar):
-    """Continuous batching over ``min(batch_size, num_jets)`` slots; returns CPU codes (N, M), lengths (N,)."""
+            device, precision, compile, bar, starts):
+    """Continuous batching over ``min(batch_size, num_jets)`` slots; returns CPU codes (N, M), lengths (N,).
+    ``starts``: (N,) long opening token of each jet, on ``device``."""
     m = max_particles
-    start, stop = start_token(codebook_size), stop_token(codebook_size)
+    stop = stop_token(codebook_size)
     codes = torch.zeros(num_jets, m, dtype=torch.long)
     lengths = torch.zeros(num_jets, dtype=torch.long)
     b = min(batch_size, num_jets)
     # per slot: its jet, that jet's uniforms, its newest token and position, its codes so far
     jet = torch.arange(b, device=device)
     uniforms = _draw_uniforms(g, b, m, device)  # (B, M)
-    tokens = torch.full((b,), start, dtype=torch.long, device=device)
+    tokens = starts[:b].clone()  # each slot's newest token: its jet's opening token at position 0
+    slot_start = starts[:b].clone()
     positions = torch.zeros(b, dtype=torch.long, device=device)
     slot_codes = torch.zeros(b, m, dtype=torch.long, device=device)
     alive = torch.ones(b, dtype=torch.bool, device=device)  # False: no jet left for this slot
@@ -282,8 +303,8 @@ def _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, 
             nxt = step(backbone, head, tokens, positions, uniforms, caches, codebook_size, temperature, top_k,
                        precision)
         else:
-            nxt = _full_step(backbone, head, slot_codes, positions, uniforms, codebook_size, temperature, top_k,
-                             precision)
+            nxt = _full_step(backbone, head, slot_codes, slot_start, positions, uniforms, codebook_size,
+                             temperature, top_k, precision)
         slot_codes.scatter_(1, positions[:, None], nxt[:, None])
         stopped = nxt == stop
         ended = alive & (stopped | (positions == m - 1))
@@ -301,15 +322,16 @@ def _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, 
             new = done[:refill]
             jet[new] = torch.arange(admitted, admitted + refill, device=device)
             uniforms[new] = _draw_uniforms(g, refill, m, device)
+            slot_start[new] = starts[admitted : admitted + refill]
             admitted += refill
         if refill < done.numel():  # no jet left for the other slots
             alive[done[refill:]] = False
             live -= done.numel() - refill
-        tokens[done], positions[done] = start, 0  # restart at position 0 (idle slots too: harmless, ignored)
+        tokens[done], positions[done] = slot_start[done], 0  # restart at 0 (idle slots too: harmless, ignored)
         if not compile and admitted == num_jets and 0 < live <= tokens.shape[0] // 2:  # half idle: drop them
             keep = alive.nonzero().squeeze(1)
-            jet, uniforms, tokens, positions, slot_codes, alive = (
-                x[keep] for x in (jet, uniforms, tokens, positions, slot_codes, alive))
+            jet, uniforms, tokens, positions, slot_codes, alive, slot_start = (
+                x[keep] for x in (jet, uniforms, tokens, positions, slot_codes, alive, slot_start))
             if use_cache:
                 caches = [{key: value[keep] for key, value in cache.items()} for cache in caches]
     codes.masked_fill_(torch.arange(m)[None, :] >= lengths[:, None], 0)
@@ -331,6 +353,7 @@ def sample_tokens(
     progress: bool = False,
     precision: str = "fp32",
     compile: bool = False,
+    start_tokens=None,
 ) -> SampledTokens:
     """Sample ``num_jets`` jets as code-id sequences.
 
@@ -364,6 +387,9 @@ def sample_tokens(
             bf16); the token choice is float32 either way.
         compile: run the decode step (:func:`decode_step`, KV cache only) through ``torch.compile``: the
             first call compiles (seconds to a minute), then each step is one fused graph.
+        start_tokens: None (every jet opens with the start token) or (N,) long, the opening token of each jet:
+            the start token or a class start token (:func:`~omnijet_weaver.constants.class_token`) of a
+            class-conditional backbone. It is an input only: it does not change the reproducibility rule.
     Returns:
         :class:`SampledTokens` ``(codes (N, max_particles) long, lengths (N,) long)`` on the CPU.
     """
@@ -378,7 +404,8 @@ def sample_tokens(
         _check_head(backbone, head, codebook_size, device)
     if num_jets == 0:
         return SampledTokens(torch.zeros(0, max_particles, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    starts = _check_start_tokens(start_tokens, num_jets, backbone, codebook_size, device)
     with tqdm(total=num_jets, unit="jet", desc="sampling", disable=not progress) as bar:
         codes, lengths = _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, temperature,
-                                 top_k, g, use_cache, device, precision, bool(compile), bar)
+                                 top_k, g, use_cache, device, precision, bool(compile), bar, starts)
     return SampledTokens(codes, lengths)

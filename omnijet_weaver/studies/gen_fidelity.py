@@ -49,10 +49,12 @@ def wasserstein_1d(a, b) -> float:
 
 
 def generated_sample(model, num_jets: int, batch_size: int = 256, temperature: float = 1.0, top_k=None,
-                     seed: int = 0, device="cpu", progress: bool = False) -> JetSample:
-    """``num_jets`` jets from a generative model, decoded, as a :class:`JetSample` (no labels)."""
+                     seed: int = 0, device="cpu", progress: bool = False, class_index: int | None = None) -> JetSample:
+    """``num_jets`` jets from a generative model, decoded, as a :class:`JetSample` (no labels); ``class_index``:
+    all of that class (a conditional model, :meth:`~omnijet_weaver.models.generative.OmniJetGPT.class_index`)."""
+    classes = None if class_index is None else [class_index] * num_jets
     jets = model.generate(num_jets, batch_size=batch_size, temperature=temperature, top_k=top_k, seed=seed,
-                          device=device, progress=progress)
+                          device=device, progress=progress, classes=classes)
     mask = jets["mask"]
     pt = torch.where(mask, jets["pt"], torch.ones_like(jets["pt"]))  # padding: any finite pT, zeroed below
     x = to_features(pt.double(), jets["eta_rel"].double(), jets["phi_rel"].double()) * mask.unsqueeze(-1)
@@ -86,6 +88,7 @@ class GenFidelityConfig(JetStudyConfig):
     patience: int = 10
     width: int = 10
     progress: bool = True
+    class_name: str | None = None
 
     def check(self) -> None:
         if self.num_jets < 10:
@@ -114,6 +117,7 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
     files = check_jet_files(cfg.files, data_config)[0]  # files, data config, selection: before any work
     checkpoint = cfg.checkpoint or packaged_path("gpt")
     model = load_generative(checkpoint)
+    class_index = None if cfg.class_name is None else model.class_index(cfg.class_name)  # before any work
     with ReportFolder(cfg.output, MARKER, overwrite=cfg.overwrite) as work:
         real = load_jets(data_config, files, max_jets=cfg.max_real_jets or cfg.num_jets, batch_size=cfg.batch_size,
                          seed=cfg.seed)  # a mix of the files, in proportion to their entries, shuffled
@@ -121,7 +125,8 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
         say(f"{len(real)} real jets read and reconstructed with the generator's tokenizer")
         start = time.perf_counter()
         gen = generated_sample(model, cfg.num_jets, batch_size=cfg.batch_size, temperature=cfg.temperature,
-                               top_k=cfg.top_k, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+                               top_k=cfg.top_k, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+                               class_index=class_index)
         gen_seconds = time.perf_counter() - start
         say(f"{len(gen)} jets generated in {gen_seconds:.1f} s")
 
@@ -150,6 +155,7 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
                                                         logx=key == "pt", logy=key == "pt", formats=cfg.figures)]
         medians = {k: {o: float(np.median(v[0][o])) for o in ("mass", "n")} for k, v in jets.items()}
         summary = {"checkpoint": str(checkpoint), "generator": model.config, "files": [str(f) for f in files],
+                   "class": None if class_index is None else model.classes[class_index],
                    "real_jets": len(real), "generated_jets": len(gen), "generation_seconds": gen_seconds,
                    "w1_generated_vs_reconstructed": w1, "w1_real_halves": floor,
                    "w1_reconstructed_vs_original": w1_orig, "medians": medians,
@@ -165,7 +171,8 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
 def summary_markdown(s: dict) -> str:
     """The report's summary.md."""
     t = s["classifier_test"]
-    lines = [f"# Generation fidelity: {s['generated_jets']} generated vs {s['real_jets']} real jets", "",
+    of = f" of class {s['class']}" if s.get("class") else ""
+    lines = [f"# Generation fidelity: {s['generated_jets']} generated{of} vs {s['real_jets']} real jets", "",
              f"Generator: `{s['checkpoint']}`; real jets: {', '.join(s['files'])}, tokenized and reconstructed with "
              "the generator's tokenizer (the reference a perfect generator would match).", "",
              "## Classifier test", "",

@@ -148,6 +148,21 @@ def _fmt(figures: dict) -> str:
     return ", ".join(f"{k}: {v:.5g}" for k, v in figures.items())
 
 
+def class_label_name(core, data_config):
+    """The key of the class index in weaver's label dict (``_label_`` for ``simple`` labels, the one ``custom``
+    label otherwise) for a class-conditional generative model, else None (the model takes no labels)."""
+    if not getattr(core, "conditional", False):
+        return None
+    return data_config.label_names[0]
+
+
+def _class_labels(y, label_name, dev) -> dict:
+    """``{"labels": (B,) long}`` for a conditional model's forward, ``{}`` for any other."""
+    if label_name is None:
+        return {}
+    return {"labels": y[label_name].reshape(-1).long().to(dev)}
+
+
 def train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_epoch=None, grad_scaler=None,
           tb_helper=None, extra_args=None):
     """One training epoch (weaver's ``train`` hook contract)."""
@@ -156,15 +171,16 @@ def train(model, loss_func, opt, scheduler, train_loader, dev, epoch, steps_per_
     model.train()
     core = unwrap(model)
     input_names = train_loader.dataset.config.input_names
+    label_name = class_label_name(core, train_loader.dataset.config)
     clip_grad_norm = getattr(opt, "_clip_grad_norm", float("inf"))
     stats = EpochStats()
     num_batches, num_jets, start = 0, 0, time.time()
     with tqdm.tqdm(train_loader) as tq:
-        for X, _, _ in tq:
+        for X, y, _ in tq:
             inputs = [X[k].to(dev) for k in input_names]
             opt.zero_grad()
             with _autocast(extra_args, dev):
-                out = model(*inputs)
+                out = model(*inputs, **_class_labels(y, label_name, dev))
             loss = out["loss"]
             if grad_scaler is None:
                 loss.backward()
@@ -211,6 +227,7 @@ def evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=None, 
     model.eval()
     core = unwrap(model)
     data_config = test_loader.dataset.config
+    label_name = class_label_name(core, data_config)
     stats = EpochStats()
     scores, labels, observers = [], defaultdict(list), defaultdict(list)
     num_batches = 0
@@ -218,7 +235,7 @@ def evaluate(model, test_loader, dev, epoch, for_training=True, loss_func=None, 
         for X, y, Z in tq:
             inputs = [X[k].to(dev) for k in data_config.input_names]
             with _autocast(extra_args, dev):
-                out = model(*inputs)
+                out = model(*inputs, **_class_labels(y, label_name, dev))
             batch = core.batch_stats(out)
             stats.add(batch)
             if not for_training:

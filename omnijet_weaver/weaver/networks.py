@@ -14,7 +14,7 @@ import inspect
 import sys
 
 from ..constants import MAX_PARTICLES
-from ..errors import OmniJetError
+from ..errors import ConfigError, OmniJetError
 from ..models.gpt import BACKBONE_OPTIONS
 from .dataset import check_inputs  # the one input check, shared with the commands (re-exported)
 
@@ -121,7 +121,12 @@ def vqvae_model(data_config, **options):
 def gpt_model(data_config, **options):
     """get_model() of ``omnijet_gpt.py``: :class:`~omnijet_weaver.models.generative.OmniJetGPT` around the frozen
     tokenizer named by ``-o tokenizer "'path.pt'"``; ``embed_dim``, ``num_blocks``, ``num_heads``, ``ff_dim``
-    set the backbone (paper defaults). Reads ParT kin inputs or token files (data_configs/tokens.yaml)."""
+    set the backbone (paper defaults). Reads ParT kin inputs or token files (data_configs/tokens.yaml).
+    ``-o pretrained "'packaged'"`` (or a path) starts from a generative checkpoint instead (its tokenizer,
+    sizes and weights; see :meth:`~omnijet_weaver.models.generative.OmniJetGPT.start_from`).
+    ``-o conditional True`` makes a class-conditional model on the data config's labels (:func:`class_names`;
+    ``-o classes "['QCD','Tbqq']"`` names them for token files), ``-o class_dropout 0.1`` its rate of
+    training jets without class."""
     from ..constants import TOKEN_INPUT_NAMES
     from ..models.generative import OmniJetGPT
     from ..models.tokenizer import load_tokenizer
@@ -129,14 +134,49 @@ def gpt_model(data_config, **options):
     names = tuple(data_config.input_names)
     if names != TOKEN_INPUT_NAMES:
         check_inputs(data_config, "omnijet_gpt")
-    ctor, extra = split_options(OmniJetGPT, options, "omnijet_gpt", extra=("tokenizer",))
-    path = extra.get("tokenizer")
+    ctor, extra = split_options(OmniJetGPT, options, "omnijet_gpt", extra=("tokenizer", "conditional", "pretrained"))
+    conditional = extra.get("conditional", False)
+    if not isinstance(conditional, bool):
+        raise ConfigError(f"omnijet_gpt: -o conditional takes True or False, got {conditional!r}")
+    if conditional and ctor.get("classes") is None:
+        ctor["classes"] = class_names(data_config)
+    elif not conditional and ctor.get("classes") is not None:
+        raise ConfigError("omnijet_gpt: -o classes is for a class-conditional model: add -o conditional True")
+    path, pretrained = extra.get("tokenizer"), extra.get("pretrained")
+    if pretrained is not None:  # start from a generative checkpoint: its tokenizer, sizes and weights
+        from ..models.generative import load_generative
+        from ..models.packaged import packaged_path
+
+        if path is not None:
+            raise ConfigError("omnijet_gpt: -o pretrained comes with its own tokenizer: drop -o tokenizer")
+        ref = load_generative(packaged_path("gpt") if pretrained == "packaged" else pretrained)
+        clash = [k for k in BACKBONE_OPTIONS if k in ctor and ctor[k] != ref.config[k]]
+        if clash:
+            raise ConfigError(f"omnijet_gpt: {', '.join(clash)} must match -o pretrained "
+                              f"({', '.join(f'{k}={ref.config[k]}' for k in clash)}); drop these options")
+        ctor.update({k: ref.config[k] for k in BACKBONE_OPTIONS})
+        model = OmniJetGPT.from_tokenizer(ref.tokenizer, **ctor).start_from(ref)
+        return compile_friendly(model, options), model_info(data_config, output_names=("loss",))
     if path is None:
         raise ValueError(
             "omnijet_gpt needs the trained tokenizer: add -o tokenizer \"'out/vqvae_best_epoch_state.pt'\""
         )
     model = compile_friendly(OmniJetGPT.from_tokenizer(load_tokenizer(path), **ctor), options)
     return model, model_info(data_config, output_names=("loss",))
+
+
+def class_names(data_config) -> list:
+    """The class names of a conditional GPT from the data config's labels: ``simple`` labels (``label_QCD``,
+    ``label_Tbqq``, ...) give their names without ``label_``, in the data config's order (weaver's class index);
+    ``custom`` labels (``tokens.yaml``: the index written by the tokenizer) carry no names: ConfigError."""
+    from ..constants import LABEL_PREFIX
+
+    if data_config.label_type != "simple":
+        raise ConfigError(
+            "omnijet_gpt: -o conditional True needs the class names, and this data config's labels are a custom "
+            "class index (token files: the index of the data config used to tokenize): add -o classes "
+            "\"['QCD','Tbqq']\" in that data config's label order")
+    return [v[len(LABEL_PREFIX):] if v.startswith(LABEL_PREFIX) else v for v in data_config.label_value]
 
 
 def seed_everything(seed, where: str = "omnijet_cls") -> int:
