@@ -129,6 +129,24 @@ def test_bad_classes_and_start_tokens_are_refused(trained):
         sample_tokens(trained.backbone, trained.head, k, 2, start_tokens=[class_token(k, 2)] * 2)
 
 
+def test_only_a_class_conditional_model_is_given_the_labels():
+    """A VQ-VAE's ``conditional`` (its decoder's) is no class condition: the loops give it no labels."""
+    from types import SimpleNamespace
+
+    from omnijet_weaver.models.tokenizer import VQVAE
+    from omnijet_weaver.weaver.loops import class_label_name
+
+    config = SimpleNamespace(label_names=["_label_"])
+    vqvae = VQVAE(codebook_size=4, conditional=True, hidden_dim=8, num_blocks=1)
+    assert vqvae.conditional
+    assert class_label_name(vqvae, config) is None
+    tok = description(BinnedTokenizer(2))
+    gpt = OmniJetGPT(tok, embed_dim=8, num_blocks=1, num_heads=2, ff_dim=8)
+    assert class_label_name(gpt, config) is None
+    gpt = OmniJetGPT(tok, embed_dim=8, num_blocks=1, num_heads=2, ff_dim=8, classes=["A", "B"])
+    assert class_label_name(gpt, config) == "_label_"
+
+
 # --- through weaver and the commands ---------------------------------------------------------------------------
 
 

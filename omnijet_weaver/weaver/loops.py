@@ -150,8 +150,9 @@ def _fmt(figures: dict) -> str:
 
 def class_label_name(core, data_config):
     """The key of the class index in weaver's label dict (``_label_`` for ``simple`` labels, the one ``custom``
-    label otherwise) for a class-conditional generative model, else None (the model takes no labels)."""
-    if not getattr(core, "conditional", False):
+    label otherwise) for a class-conditional generative model (one with ``classes``), else None (the model takes
+    no labels; a VQ-VAE's ``conditional`` is its decoder's, not a class condition)."""
+    if not getattr(core, "classes", ()):
         return None
     return data_config.label_names[0]
 
