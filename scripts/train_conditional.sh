@@ -18,43 +18,60 @@ qcd=${2:-$here/../shared/data/pythia/pythia_qcd_20k.root}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 cfg=$here/data_configs/five_classes.yaml
 n=${EVAL_JETS:-2000}
-split() { python -c 'import sys; from omnijet_weaver.io.files import split_root; split_root(*sys.argv[1:4])' "$@"; }
+# split SRC: for each class of SRC, its first 90 % of jets to $out/<class>_train.root and the rest to
+# <class>_test.root (one file per class, so that weaver's --train-val-split, the last 10 % of each file, holds
+# every class), with all ten JetClass label branches (those SRC lacks, e.g. label_Hbb in a top file, as 0)
+split() {
+  python - "$@" <<'EOF'
+import sys, uproot
+import numpy as np
+from omnijet_weaver.constants import JETCLASS_LABELS
+from omnijet_weaver.io.files import write_jets
+a = uproot.open(sys.argv[1])["tree"].arrays()
+cols = {k: a[k] for k in a.fields}
+cols.update({k: np.zeros(len(a), dtype=np.float32) for k in JETCLASS_LABELS if k not in cols})
+label = np.argmax(np.stack([np.asarray(cols[k]) for k in JETCLASS_LABELS], axis=1), axis=1)
+for c in np.unique(label):
+    rows = np.flatnonzero(label == c)
+    name = JETCLASS_LABELS[c].removeprefix("label_")
+    for part, keep in (("train", rows[: int(0.9 * len(rows))]), ("test", rows[int(0.9 * len(rows)):])):
+        write_jets(f"{sys.argv[2]}/{name}_{part}.root", {k: v[keep] for k, v in cols.items()})
+EOF
+}
 
 # 1. jets: top and QCD from the Pythia files, W, Z, H made here (one file per process)
 [ -f "$out/wzh.root" ] || omnijet-weaver-make-jets --process wqq zqq hbb --num-jets "${W_JETS:-8000}" --seed 17 \
   --workers 2 --output "$out/wzh.root" --no-progress
-for name in top qcd wzh; do
-  src=$out/wzh.root; [ "$name" = top ] && src=$top; [ "$name" = qcd ] && src=$qcd
-  split "$src" "$out/${name}_train.root" "$out/${name}_test.root"
-done
-# held-back jets of each W/Z/H class on their own (the per-class reference)
-for c in Wqq Zqq Hbb; do
-  python - "$out/wzh_test.root" "$out/${c}_test.root" "label_$c" <<'EOF'
-import sys, uproot
-from omnijet_weaver.io.files import write_jets
-a = uproot.open(sys.argv[1])["tree"].arrays()
-write_jets(sys.argv[2], {k: a[k][a[sys.argv[3]] == 1] for k in a.fields}, overwrite=True)
-EOF
-done
+for src in "$top" "$qcd" "$out/wzh.root"; do split "$src" "$out"; done
+classes="QCD Hbb Zqq Wqq Tbqq"
 
-# 2. tokens of the training jets, with their class index
-omnijet-weaver-tokenize --data-config "$cfg" --overwrite --output "$out/tokens_train.parquet" --no-progress \
-  "$out/top_train.root" "$out/qcd_train.root" "$out/wzh_train.root"
+# 2. tokens of the training jets of each class, with their class index
+for c in $classes; do
+  omnijet-weaver-tokenize --data-config "$cfg" --overwrite --output "$out/tokens_$c.parquet" --no-progress \
+    "$out/${c}_train.root"
+done
 
 # 3. the conditional generator, from the packaged one
-weaver --data-train "$out/tokens_train.parquet" --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
+weaver --data-train $(for c in $classes; do echo "$out/tokens_$c.parquet"; done) --train-val-split 0.9 --data-config "$here/data_configs/tokens.yaml" \
   --network-config "$here/network_configs/omnijet_gpt.py" -o pretrained "'packaged'" \
   -o conditional True -o classes "['QCD','Hbb','Zqq','Wqq','Tbqq']" --model-prefix "$out/gpt" \
   --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
   --num-epochs "${EPOCHS:-3}" --steps-per-epoch 250 --steps-per-epoch-val 28 --optimizer adam --start-lr 5e-4 \
   > "$out/gpt.log" 2>&1
 
-# 4. per class: generated jets of the class against the held-back real jets of that class; then unconditional
+# 4. a top-vs-QCD tagger trained on the real training jets (fine-tuned from the packaged generator), for the
+#    closure test
+weaver --data-train "$out/Tbqq_train.root" "$out/QCD_train.root" --data-config "$here/data_configs/qg_top.yaml" \
+  --network-config "$here/network_configs/omnijet_cls.py" --model-prefix "$out/cls" \
+  --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 --train-val-split 0.9 \
+  --num-epochs 1 --steps-per-epoch "${TAGGER_STEPS:-300}" --steps-per-epoch-val 20 --optimizer adam --start-lr 5e-4 \
+  > "$out/cls.log" 2>&1
+
+# 5. per class in one report: generated jets of each class against the held-back real jets of that class, and
+#    the closure test (the tagger on generated vs real top and QCD jets); then unconditional generation
 gpt=$out/gpt_best_epoch_state.pt
-for c in Tbqq QCD Wqq Zqq Hbb; do
-  real=$out/${c}_test.root; [ "$c" = Tbqq ] && real=$out/top_test.root; [ "$c" = QCD ] && real=$out/qcd_test.root
-  omnijet-weaver-gen-fidelity "$real" --data-config "$cfg" --checkpoint "$gpt" --class "$c" --num-jets "$n" \
-    --output "$out/gf_$c" --overwrite --no-progress --figures png
-done
-omnijet-weaver-gen-fidelity "$out/top_test.root" "$out/qcd_test.root" --checkpoint "$gpt" --num-jets $((2 * n)) \
-  --output "$out/gf_unconditional" --overwrite --no-progress --figures png
+omnijet-weaver-gen-fidelity $(for c in $classes; do echo "$out/${c}_test.root"; done) --data-config "$cfg" \
+  --checkpoint "$gpt" --class all --num-jets "$n" --tagger "$out/cls_best_epoch_state.pt" \
+  --tagger-data-config "$here/data_configs/qg_top.yaml" --output "$out/gf_classes" --overwrite --no-progress
+omnijet-weaver-gen-fidelity "$out/Tbqq_test.root" "$out/QCD_test.root" --checkpoint "$gpt" --num-jets $((2 * n)) \
+  --output "$out/gf_unconditional" --overwrite --no-progress

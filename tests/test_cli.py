@@ -450,8 +450,8 @@ def test_data_config_by_shipped_name(files, tmp_path, capsys):
     assert Path(args.data_config) == ROOT / "omnijet_weaver" / "configs" / "data" / "jetclass.yaml"
     line = fails(capsys, "omnijet-weaver-tokenize", files / "jets.root", "--output", tmp_path / "t.parquet",
                  "--data-config", "qg-top")
-    assert "argument --data-config: 'qg-top' is neither a file nor a shipped data config (choose from jetclass, " \
-           "qg_top, quarkgluon, tokens, toplandscape, or give a YAML file)" in line
+    assert "argument --data-config: 'qg-top' is neither a file nor a shipped data config (choose from " \
+           "five_classes, jetclass, qg_top, quarkgluon, tokens, toplandscape, or give a YAML file)" in line
 
 
 # --- the error path itself -------------------------------------------------------------------------------------

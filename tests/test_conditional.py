@@ -271,13 +271,82 @@ def test_gen_fidelity_of_one_class(conditional, toy_root_files, tmp_path):
     cfg = dict(files=toy_root_files[1:], checkpoint=str(conditional), data_config=str(DATA_CONFIG), num_jets=24,
                epochs=1, patience=1, progress=False, figures=())
     with pytest.raises(ValueError, match="no class 'Wqq'"):  # before any work: no report folder
-        run_gen_fidelity(GenFidelityConfig(output=tmp_path / "bad", class_name="Wqq", **cfg))
+        run_gen_fidelity(GenFidelityConfig(output=tmp_path / "bad", classes=["Wqq"], **cfg))
     assert not (tmp_path / "bad").exists()
-    s = run_gen_fidelity(GenFidelityConfig(output=tmp_path / "gf", class_name="label_Tbqq", **cfg))
-    assert s["class"] == "Tbqq" and "of class Tbqq" in (tmp_path / "gf" / "summary.md").read_text()
+    s = run_gen_fidelity(GenFidelityConfig(output=tmp_path / "gf", classes=["label_Tbqq"], **cfg))
+    assert s["classes"] == ["Tbqq"] and "of the classes Tbqq" in (tmp_path / "gf" / "summary.md").read_text()
+    block = s["per_class"]["Tbqq"]
+    assert block["generated_jets"] == 24 and block["real_jets"] == 24  # 24 real top jets, none of QCD
     # the report's generated jets are the model's Tbqq jets of the same seed
     model = load_generative(conditional)
     gen = generated_sample(model, 24, seed=0, class_index=1)
     same = model.generate(24, seed=0, classes=[1] * 24)
     assert np.array_equal(gen.mask.sum(1), same["mask"].sum(1).numpy())
-    assert s["medians"]["generated"]["n"] == pytest.approx(float(np.median(same["mask"].sum(1).numpy())))
+    assert block["medians"]["generated"]["n"] == pytest.approx(float(np.median(same["mask"].sum(1).numpy())))
+
+
+@pytest.fixture(scope="module")
+def real_tagger(conditional, toy_root_files, tmp_path_factory):
+    """A tiny tagger fine-tuned through weaver from the conditional checkpoint on the real toy jets."""
+    out = tmp_path_factory.mktemp("tagger")
+    train, val = toy_root_files
+    run_weaver(["--data-train", train, "--data-val", val, "--data-config", DATA_CONFIG, "--network-config",
+                NETWORK_CONFIGS / "omnijet_cls.py", "-o", "pretrained", repr(str(conditional)), "--model-prefix",
+                out / "cls", "--gpus", "", "--num-workers", "0", "--batch-size", "32", "--num-epochs", "1",
+                "--steps-per-epoch", "12", "--steps-per-epoch-val", "1", "--in-memory", "--fetch-step", "1",
+                "--optimizer", "adam", "--start-lr", "3e-3", "--lr-scheduler", "none"], cwd=out)
+    return out / "cls_best_epoch_state.pt"
+
+
+def test_gen_fidelity_per_class_with_the_closure_test(conditional, real_tagger, toy_root_files, tmp_path):
+    from omnijet_weaver.studies.gen_fidelity import GenFidelityConfig, run_gen_fidelity
+    from omnijet_weaver.weaver.dataset import jet_loader
+
+    s = run_gen_fidelity(GenFidelityConfig(
+        files=toy_root_files, checkpoint=str(conditional), data_config=str(DATA_CONFIG), num_jets=30, epochs=1,
+        patience=1, progress=False, figures=("png",), classes=["all"], tagger=str(real_tagger),
+        tagger_options=[["pretrained", repr(str(conditional))]], output=tmp_path / "gf"))  # as it was trained
+    assert s["classes"] == ["QCD", "Tbqq"] and set(s["per_class"]) == {"QCD", "Tbqq"}
+    for c, block in s["per_class"].items():
+        assert block["real_jets"] == 30 and block["generated_jets"] == 30
+        for name in block["figures"]["mass"]:  # per-class figures in class_<name>/
+            assert name.startswith(f"class_{c}/") and (tmp_path / "gf" / name).is_file()
+    # each class's real jets are that class's: the tokenized real top jets have more constituents
+    assert s["per_class"]["Tbqq"]["medians"]["real"]["n"] > s["per_class"]["QCD"]["medians"]["real"]["n"]
+    closure = s["closure"]
+    assert closure["jets"] == {k: {"QCD": 30, "Tbqq": 30} for k in ("real", "real reconstructed", "generated")}
+    # the accuracies are the tagger's on the jets written for it: recompute them here, in process
+    tagger, _ = tagger_model(load_data_config(DATA_CONFIG), pretrained=str(conditional))
+    tagger.load_state_dict(torch.load(real_tagger, weights_only=False))
+    X, y, _ = next(iter(jet_loader(DATA_CONFIG, [tmp_path / "gf" / "closure" / "real.root"], batch_size=100)))
+    with torch.no_grad():
+        logits = tagger.eval()(*[X[k] for k in ("pf_points", "pf_features", "pf_vectors", "pf_mask")])
+    assert len(y["_label_"]) == 60
+    right = logits.argmax(1) == y["_label_"]
+    assert closure["accuracy"]["real"]["all"] == pytest.approx(float(right.float().mean()))
+    assert closure["accuracy"]["real"]["Tbqq"] == pytest.approx(float(right[y["_label_"] == 1].float().mean()))
+    assert closure["accuracy"]["real"]["all"] > 0.7  # the toy classes are easy: the tagger learned them
+    text = (tmp_path / "gf" / "summary.md").read_text()
+    assert "## Closure test" in text and "## Class Tbqq" in text and "points**" in text
+
+
+def test_closure_test_errors_before_any_work(conditional, real_tagger, toy_root_files, tmp_path):
+    from omnijet_weaver.studies.gen_fidelity import GenFidelityConfig, run_gen_fidelity
+
+    cfg = dict(files=toy_root_files[1:], checkpoint=str(conditional), data_config=str(DATA_CONFIG), num_jets=10,
+               epochs=1, patience=1, progress=False, figures=())
+    for extra, error, match in (
+            (dict(tagger=str(real_tagger)), ValueError, "needs generated jets of known classes"),
+            (dict(classes=["Tbqq"], tagger=str(tmp_path / "none.pt")), ConfigError, "--tagger .* is not a file"),
+            (dict(classes=["Tbqq"], tagger_data_config=str(DATA_CONFIG)), ValueError, "need --tagger"),
+            (dict(classes=["Tbqq", "Tbqq"]), ValueError, "distinct class names")):
+        with pytest.raises(error, match=match):
+            run_gen_fidelity(GenFidelityConfig(output=tmp_path / "bad", **extra, **cfg))
+        assert not (tmp_path / "bad").exists()
+    # a data config without the class's label
+    qcd_only = tmp_path / "qcd.yaml"
+    qcd_only.write_text(DATA_CONFIG.read_text().replace("value: [label_QCD, label_Tbqq]", "value: [label_QCD]"))
+    with pytest.raises(ConfigError, match=r"no label of class Tbqq \(its labels: label_QCD\)"):
+        run_gen_fidelity(GenFidelityConfig(**{**cfg, "data_config": str(qcd_only)}, classes=["Tbqq"],
+                                           output=tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()

@@ -10,7 +10,7 @@ from omnijet_weaver.errors import ConfigError, OutputExistsError
 from omnijet_weaver.weaver import configs
 
 NETWORK = ["omnijet_cls", "omnijet_gpt", "omnijet_vqvae"]
-DATA = ["jetclass", "qg_top", "quarkgluon", "tokens", "toplandscape"]
+DATA = ["five_classes", "jetclass", "qg_top", "quarkgluon", "tokens", "toplandscape"]
 
 
 def test_the_configs_lie_inside_the_package_and_the_top_level_folders_link_to_them():
@@ -37,7 +37,7 @@ def test_an_unknown_name_fails_with_one_line_listing_the_known_ones():
     with pytest.raises(ConfigError, match=r"^no shipped weaver network config 'qg_top': choose from omnijet_cls, "
                                           r"omnijet_gpt, omnijet_vqvae$"):
         configs.network_config("qg_top")  # a data config is not a network config
-    with pytest.raises(ConfigError, match="choose from jetclass, qg_top, quarkgluon, tokens, toplandscape$"):
+    with pytest.raises(ConfigError, match="choose from five_classes, jetclass, qg_top, quarkgluon, tokens, toplandscape$"):
         configs.data_config("qg_top.py")
     with pytest.raises(ConfigError, match="unknown config kind 'model': choose from network, data"):
         configs.list_configs("model")
@@ -56,7 +56,7 @@ def test_copy_writes_every_config_and_refuses_existing_files(tmp_path):
     mine = dest / "data_configs" / "qg_top.yaml"
     mine.write_text("selection: (label_QCD == 1)\n")
     (dest / "network_configs" / "omnijet_gpt.py").unlink()
-    with pytest.raises(OutputExistsError, match=rf"^{dest}: 7 of the 8 configs exist there already \(e.g. "
+    with pytest.raises(OutputExistsError, match=rf"^{dest}: {len(expected) - 1} of the {len(expected)} configs exist there already \(e.g. "
                                                 rf"{dest}/network_configs/omnijet_cls.py\): pass --overwrite"):
         configs.copy_configs(dest)
     assert mine.read_text() == "selection: (label_QCD == 1)\n"

@@ -89,14 +89,17 @@ def _padded(x, keep, n=MAX_PARTICLES) -> np.ndarray:
 
 
 @torch.no_grad()
-def load_jets(data_config, files, max_jets=None, batch_size: int = 512, seed: int | None = 0) -> JetSample:
+def load_jets(data_config, files, max_jets=None, batch_size: int = 512, seed: int | None = 0,
+              classes=None) -> JetSample:
     """Jets through weaver's dataset (selection, padding, as in training) and the feature transform.
 
     Sampling rule for ``max_jets`` (None: every jet) out of several files: each file gives a share in proportion
     to its number of entries (a file with fewer selected jets gives all it has, the others make up the rest),
     taken from its first entries, and the jets are then shuffled with ``seed`` (None: file order kept), so a
     top file and a QCD file of equal size give about half of each, whatever their order. Only the entries
-    needed are read (:func:`omnijet_weaver.weaver.dataset.sampled_batches`).
+    needed are read (:func:`omnijet_weaver.weaver.dataset.sampled_batches`). ``classes`` (names of the data
+    config's ``simple`` labels without ``label_``, e.g. ``["Tbqq", "QCD"]``): only jets of those classes, the
+    rule applied to each class on its own (``max_jets`` of each).
 
     The files, the data config (ParT's kin inputs, taken by name) and its selection are checked before any jet
     is read; raises :class:`~omnijet_weaver.errors.ConfigError` / ``InputFileError`` naming the file."""
@@ -106,7 +109,8 @@ def load_jets(data_config, files, max_jets=None, batch_size: int = 512, seed: in
         raise ValueError(f"max_jets must be at least 1 (or None: all jets), got {max_jets}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    config, batches = sampled_batches(data_config, files, max_jets=max_jets, batch_size=batch_size)
+    indices = None if classes is None else data_config_classes(data_config, classes)
+    config, batches = sampled_batches(data_config, files, max_jets=max_jets, batch_size=batch_size, classes=indices)
     label_name = config.label_names[0]
     transform = FeatureTransform()
     feats, masks, labels = [], [], []
@@ -123,6 +127,23 @@ def load_jets(data_config, files, max_jets=None, batch_size: int = 512, seed: in
         order = np.random.default_rng(seed).permutation(len(labels))
         feats, masks, labels = feats[order], masks[order], labels[order]
     return JetSample(feats, masks, labels, class_names)
+
+
+def data_config_classes(data_config, names) -> list[int]:
+    """The class indices (into the ``simple`` labels ``label_<name>``) of the class ``names`` in the data config
+    ``data_config`` (a path); raises :class:`~omnijet_weaver.errors.ConfigError` for a name it has no label of."""
+    from ..errors import ConfigError
+    from ..weaver.dataset import check_data_config
+
+    config = check_data_config(data_config)
+    labels = list(config.label_value) if config.label_type == "simple" else []
+    known = [v.removeprefix("label_") for v in labels]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ConfigError(f"the data config {str(data_config)!r} has no label of class {', '.join(missing)} (its "
+                          f"labels: {', '.join(labels) or 'none simple'}): give one whose labels include "
+                          f"{', '.join('label_' + n for n in missing)}")
+    return [known.index(n) for n in names]
 
 
 @torch.no_grad()

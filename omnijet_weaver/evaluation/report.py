@@ -182,10 +182,11 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
 
-def figure_lines(figures: dict) -> list[str]:
+def figure_lines(figures: dict, level: str = "##") -> list[str]:
     """The "Figures" section of a summary.md: one line per figure (``{name: [file names]}``), the PNG shown inline
-    where there is one, else a link to the first file; a note when the report has none (``--figures none``)."""
-    lines = ["## Figures", ""]
+    where there is one, else a link to the first file; a note when the report has none (``--figures none``);
+    ``level``: the heading's markdown level."""
+    lines = [f"{level} Figures", ""]
     for key, files in figures.items():
         png = [f for f in files if f.endswith(".png")]
         if png:

@@ -49,10 +49,12 @@ def wasserstein_1d(a, b) -> float:
 
 
 def generated_sample(model, num_jets: int, batch_size: int = 256, temperature: float = 1.0, top_k=None,
-                     seed: int = 0, device="cpu", progress: bool = False, class_index: int | None = None) -> JetSample:
+                     seed: int = 0, device="cpu", progress: bool = False, class_index=None) -> JetSample:
     """``num_jets`` jets from a generative model, decoded, as a :class:`JetSample` (no labels); ``class_index``:
-    all of that class (a conditional model, :meth:`~omnijet_weaver.models.generative.OmniJetGPT.class_index`)."""
-    classes = None if class_index is None else [class_index] * num_jets
+    all of that class, or one class per jet (``num_jets`` indices; a conditional model,
+    :meth:`~omnijet_weaver.models.generative.OmniJetGPT.class_index`)."""
+    classes = None if class_index is None else (
+        [class_index] * num_jets if np.ndim(class_index) == 0 else list(class_index))
     jets = model.generate(num_jets, batch_size=batch_size, temperature=temperature, top_k=top_k, seed=seed,
                           device=device, progress=progress, classes=classes)
     mask = jets["mask"]
@@ -88,21 +90,71 @@ class GenFidelityConfig(JetStudyConfig):
     patience: int = 10
     width: int = 10
     progress: bool = True
-    class_name: str | None = None
+    classes: list | None = None  # class names of a conditional model (["all"]: every class), None: unconditional
+    tagger: str | None = None  # closure test: weights of a weaver classifier trained on real jets
+    tagger_network_config: str | None = None
+    tagger_data_config: str | None = None
+    tagger_options: list = dataclasses.field(default_factory=list)  # [[name, value], ...] as weaver -o
 
     def check(self) -> None:
         if self.num_jets < 10:
             raise ValueError(f"--num-jets must be at least 10, got {self.num_jets}")
         if self.epochs < 1 or self.patience < 1 or self.width < 1:
             raise ValueError("--epochs, --patience and --width must be at least 1")
+        if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)):
+            raise ValueError(f"--class needs distinct class names, got {self.classes}")
+        if self.tagger is None and (self.tagger_network_config or self.tagger_data_config or self.tagger_options):
+            raise ValueError("--tagger-network-config, --tagger-data-config and --tagger-option need --tagger")
         self.check_figures()
+
+
+def compare(real: JetSample, real_rec: JetSample, gen: JetSample, cfg: GenFidelityConfig, work: Path,
+            sub: str = "") -> dict:
+    """Everything the report says about one generated sample against its real jets: W1 distances (generated vs
+    reconstructed, the floor of two real halves, tokenization alone), the classifier test, medians and the
+    histograms (written into the report folder ``work``, or its subfolder ``sub``; names relative to ``work``)."""
+    from ..evaluation.classifiers import classifier_test
+    from ..evaluation.plots import hist_ratio
+
+    w1 = distances(gen, real_rec)
+    half = np.random.default_rng(cfg.seed).permutation(len(real_rec))  # the halves reuse real_rec's observables
+    floor = distances(real_rec.take(half[: len(half) // 2]), real_rec.take(half[len(half) // 2:]))
+    w1_orig = distances(real_rec, real)
+    n = min(len(gen), len(real_rec))
+    test = classifier_test(real_rec.features[:n], real_rec.mask[:n], gen.features[:n], gen.mask[:n],
+                           model="deepsets", width=cfg.width, seed=cfg.seed, max_epochs=cfg.epochs,
+                           patience=cfg.patience, device=cfg.device)
+    figures = {}
+    samples = {"real": real, "real reconstructed": real_rec, "generated": gen}
+    jets = {k: s.observables() for k, s in samples.items()}
+    folder = work / sub
+    if cfg.figures:
+        folder.mkdir(parents=True, exist_ok=True)
+    for key in JET_KEYS if cfg.figures else ():
+        figures[key] = [str(p.relative_to(work)) for p in hist_ratio(
+            folder / key, {k: v[0][key] for k, v in jets.items()}, BINS[key], reference="real reconstructed",
+            xlabel=LABELS[key], formats=cfg.figures)]
+    for key in CONSTITUENT_KEYS if cfg.figures else ():
+        name = f"const_{key}"
+        figures[name] = [str(p.relative_to(work)) for p in hist_ratio(
+            folder / name, {k: v[1][key] for k, v in jets.items()}, BINS[name], reference="real reconstructed",
+            xlabel=LABELS[name], logx=key == "pt", logy=key == "pt", formats=cfg.figures)]
+    medians = {k: {o: float(np.median(v[0][o])) for o in ("mass", "n")} for k, v in jets.items()}
+    return {"real_jets": len(real), "generated_jets": len(gen), "w1_generated_vs_reconstructed": w1,
+            "w1_real_halves": floor, "w1_reconstructed_vs_original": w1_orig, "medians": medians,
+            "classifier_test": {"jets_per_sample": n, "width": cfg.width, **test.as_dict()}, "figures": figures}
+
+
+#: Per-class figures go into ``class_<name>/`` of the report.
+CLASS_FOLDER = "class_"
 
 
 def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
     """Run one evaluation (see the module docstring); returns the summary (also summary.json). Progress lines go
     to ``out`` (default: ``sys.stdout`` at the time of the call)."""
-    from ..evaluation.classifiers import classifier_test
-    from ..evaluation.plots import hist_ratio, require_matplotlib
+    from ..evaluation.closure import TaggerSpec, closure_test, tagger_classes
+    from ..evaluation.plots import require_matplotlib
+    from ..evaluation.reconstruction import data_config_classes
     from ..models.generative import load_generative
     from ..models.packaged import packaged_path
     from ..weaver.dataset import check_jet_files
@@ -117,85 +169,142 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
     files = check_jet_files(cfg.files, data_config)[0]  # files, data config, selection: before any work
     checkpoint = cfg.checkpoint or packaged_path("gpt")
     model = load_generative(checkpoint)
-    class_index = None if cfg.class_name is None else model.class_index(cfg.class_name)  # before any work
+    # before any work: the classes (the model's and the data config's), the tagger
+    classes = None
+    if cfg.classes is not None:
+        names = list(model.classes) if list(cfg.classes) == ["all"] and model.conditional else cfg.classes
+        classes = [model.classes[model.class_index(c)] for c in names]
+        data_config_classes(data_config, classes)
+    tagger = None
+    if cfg.tagger is not None:
+        tagger = TaggerSpec(cfg.tagger, cfg.tagger_network_config, cfg.tagger_data_config,
+                            tuple(tuple(o) for o in cfg.tagger_options)).resolved(data_config)
+        known = tagger_classes(tagger)
+        if classes is None:
+            raise ValueError("the closure test (--tagger) needs generated jets of known classes: give --class "
+                             "(a class-conditional generator)")
+        if not set(known) & set(classes):
+            raise ValueError(f"the tagger's classes ({', '.join(known)}) include none of --class "
+                             f"{' '.join(classes)}")
+    per_class = cfg.max_real_jets or cfg.num_jets
     with ReportFolder(cfg.output, MARKER, overwrite=cfg.overwrite) as work:
-        real = load_jets(data_config, files, max_jets=cfg.max_real_jets or cfg.num_jets, batch_size=cfg.batch_size,
-                         seed=cfg.seed)  # a mix of the files, in proportion to their entries, shuffled
+        real = load_jets(data_config, files, max_jets=per_class, batch_size=cfg.batch_size, seed=cfg.seed,
+                         classes=classes)  # a mix of the files, in proportion to their entries, shuffled
         real_rec, _ = reconstruct(model.tokenizer, real, device=cfg.device)
         say(f"{len(real)} real jets read and reconstructed with the generator's tokenizer")
         start = time.perf_counter()
-        gen = generated_sample(model, cfg.num_jets, batch_size=cfg.batch_size, temperature=cfg.temperature,
-                               top_k=cfg.top_k, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
-                               class_index=class_index)
+        index = None if classes is None else np.repeat([model.class_index(c) for c in classes], cfg.num_jets)
+        gen = generated_sample(model, cfg.num_jets * (1 if classes is None else len(classes)),
+                               batch_size=cfg.batch_size, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed,
+                               device=cfg.device, progress=cfg.progress, class_index=index)
         gen_seconds = time.perf_counter() - start
         say(f"{len(gen)} jets generated in {gen_seconds:.1f} s")
-
-        w1 = distances(gen, real_rec)
-        half = np.random.default_rng(cfg.seed).permutation(len(real_rec))  # the halves reuse real_rec's observables
-        floor = distances(real_rec.take(half[: len(half) // 2]), real_rec.take(half[len(half) // 2:]))
-        w1_orig = distances(real_rec, real)
-        n = min(len(gen), len(real_rec))
-        test = classifier_test(real_rec.features[:n], real_rec.mask[:n], gen.features[:n], gen.mask[:n],
-                               model="deepsets", width=cfg.width, seed=cfg.seed, max_epochs=cfg.epochs,
-                               patience=cfg.patience, device=cfg.device)
-        say(f"classifier test (DeepSets, width {cfg.width}, {n} + {n} jets): AUC {test.auc:.4f} "
-            f"(best epoch {test.best_epoch} of {test.epochs_run})")
-
-        figures = {}
-        samples = {"real": real, "real reconstructed": real_rec, "generated": gen}
-        jets = {k: s.observables() for k, s in samples.items()}
-        for key in JET_KEYS if cfg.figures else ():
-            figures[key] = [p.name for p in hist_ratio(work / key, {k: v[0][key] for k, v in jets.items()}, BINS[key],
-                                                       reference="real reconstructed", xlabel=LABELS[key],
-                                                       formats=cfg.figures)]
-        for key in CONSTITUENT_KEYS if cfg.figures else ():
-            name = f"const_{key}"
-            figures[name] = [p.name for p in hist_ratio(work / name, {k: v[1][key] for k, v in jets.items()}, BINS[name],
-                                                        reference="real reconstructed", xlabel=LABELS[name],
-                                                        logx=key == "pt", logy=key == "pt", formats=cfg.figures)]
-        medians = {k: {o: float(np.median(v[0][o])) for o in ("mass", "n")} for k, v in jets.items()}
         summary = {"checkpoint": str(checkpoint), "generator": model.config, "files": [str(f) for f in files],
-                   "class": None if class_index is None else model.classes[class_index],
-                   "real_jets": len(real), "generated_jets": len(gen), "generation_seconds": gen_seconds,
-                   "w1_generated_vs_reconstructed": w1, "w1_real_halves": floor,
-                   "w1_reconstructed_vs_original": w1_orig, "medians": medians,
-                   "classifier_test": {"jets_per_sample": n, "width": cfg.width, **test.as_dict()},
-                   "figures": figures, "seconds": time.perf_counter() - t0,
-                   "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}}
+                   "classes": classes, "real_jets": len(real), "generated_jets": len(gen),
+                   "generation_seconds": gen_seconds}
+        if classes is None:
+            summary.update(compare(real, real_rec, gen, cfg, work))
+            say(f"classifier test (DeepSets, width {cfg.width}): AUC {summary['classifier_test']['auc']:.4f}")
+        else:
+            by_class = {"real": {}, "real reconstructed": {}, "generated": {}}
+            summary["per_class"] = {}
+            dc_index = dict(zip(classes, data_config_classes(data_config, classes)))
+            for i, c in enumerate(classes):
+                rows = real.label == dc_index[c]
+                if not rows.any():
+                    raise ValueError(f"no real jet of class {c} in {', '.join(map(str, files))}: give files that "
+                                     f"hold {c} jets (label_{c} = 1)")
+                by_class["real"][c], by_class["real reconstructed"][c] = real.take(rows), real_rec.take(rows)
+                by_class["generated"][c] = gen.take(np.arange(i * cfg.num_jets, (i + 1) * cfg.num_jets))
+                block = compare(by_class["real"][c], by_class["real reconstructed"][c], by_class["generated"][c],
+                                cfg, work, f"{CLASS_FOLDER}{c}")
+                summary["per_class"][c] = block
+                say(f"class {c}: {block['real_jets']} real jets, classifier-test AUC "
+                    f"{block['classifier_test']['auc']:.4f}, median mass generated "
+                    f"{block['medians']['generated']['mass']:.1f} GeV, real reconstructed "
+                    f"{block['medians']['real reconstructed']['mass']:.1f} GeV")
+            if tagger is not None:
+                summary["closure"] = closure_test(tagger, by_class, work / "closure", device=cfg.device, log=say)
+        summary["seconds"] = time.perf_counter() - t0
+        summary["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
         write_json(work / "summary.json", summary)
         write_text(work / "summary.md", summary_markdown(summary))
     say(f"done in {time.perf_counter() - t0:.1f} s: {Path(cfg.output) / 'summary.md'}")
     return summary
 
 
-def summary_markdown(s: dict) -> str:
-    """The report's summary.md."""
+W1_ROWS = (("mass", "jet mass [GeV]"), ("pt", "jet pT [GeV]"), ("n", "multiplicity"), ("tau21", "τ21"),
+           ("tau32", "τ32"), ("const_pt", "constituent pT [GeV]"), ("const_eta", "constituent η_rel"),
+           ("const_phi", "constituent φ_rel"))
+
+
+def block_markdown(s: dict, level: str = "##") -> list:
+    """The classifier test, W1 and medians sections of one comparison (:func:`compare`)."""
     t = s["classifier_test"]
-    of = f" of class {s['class']}" if s.get("class") else ""
-    lines = [f"# Generation fidelity: {s['generated_jets']} generated{of} vs {s['real_jets']} real jets", "",
-             f"Generator: `{s['checkpoint']}`; real jets: {', '.join(s['files'])}, tokenized and reconstructed with "
-             "the generator's tokenizer (the reference a perfect generator would match).", "",
-             "## Classifier test", "",
+    lines = [f"{level} Classifier test", "",
              f"DeepSets (per-particle MLP of width {t['width']}) trained to separate generated from reconstructed real "
              f"jets, {t['jets_per_sample']} of each, split 0.6/0.2/0.2, best epoch on the validation loss "
              f"({t['best_epoch']} of {t['epochs_run']}): **test AUC {t['auc']:.4f}** (0.5 = indistinguishable; "
              "paper: 0.54 at full scale).", "",
-             "## 1-Wasserstein distances", "",
+             f"{level} 1-Wasserstein distances", "",
              "generated vs real reconstructed; the floor is the distance between two halves of the real reconstructed "
              "jets (statistics only); the last column is what tokenization alone does (reconstructed vs original).", ""]
-    rows = []
-    for key, label in (("mass", "jet mass [GeV]"), ("pt", "jet pT [GeV]"), ("n", "multiplicity"), ("tau21", "τ21"),
-                       ("tau32", "τ32"), ("const_pt", "constituent pT [GeV]"), ("const_eta", "constituent η_rel"),
-                       ("const_phi", "constituent φ_rel")):
-        rows.append([label, fmt(s["w1_generated_vs_reconstructed"][key], 4), fmt(s["w1_real_halves"][key], 4),
-                     fmt(s["w1_reconstructed_vs_original"][key], 4)])
+    rows = [[label, fmt(s["w1_generated_vs_reconstructed"][key], 4), fmt(s["w1_real_halves"][key], 4),
+             fmt(s["w1_reconstructed_vs_original"][key], 4)] for key, label in W1_ROWS]
     lines.append(markdown_table(["observable", "W1 generated", "W1 floor (real halves)", "W1 tokenization"], rows))
-    lines += ["## Medians", ""]
+    lines += [f"{level} Medians", ""]
     lines.append(markdown_table(["sample", "jet mass [GeV]", "constituents"],
                                 [[k, fmt(v["mass"], 1), fmt(v["n"], 0)] for k, v in s["medians"].items()]))
-    lines += figure_lines(s["figures"])
+    lines += figure_lines(s["figures"], level)
+    return lines
+
+
+def summary_markdown(s: dict) -> str:
+    """The report's summary.md."""
+    classes = s.get("classes")
+    of = f" of the classes {', '.join(classes)}" if classes else ""
+    lines = [f"# Generation fidelity: {s['generated_jets']} generated{of} vs {s['real_jets']} real jets", "",
+             f"Generator: `{s['checkpoint']}`; real jets: {', '.join(s['files'])}, tokenized and reconstructed with "
+             "the generator's tokenizer (the reference a perfect generator would match).", ""]
+    if not classes:
+        lines += block_markdown(s)
+    else:
+        closure = s.get("closure")
+        head = ["class", "real jets", "generated", "classifier-test AUC", "median mass gen. / rec. real [GeV]",
+                "W1 mass (floor)", "W1 multiplicity (floor)", "W1 τ32 (floor)"]
+        if closure:
+            head += ["tagger accuracy gen. / rec. real / real"]
+        rows = []
+        for c, b in s["per_class"].items():
+            w, f, m = b["w1_generated_vs_reconstructed"], b["w1_real_halves"], b["medians"]
+            row = [c, b["real_jets"], b["generated_jets"], fmt(b["classifier_test"]["auc"], 4),
+                   f"{fmt(m['generated']['mass'], 1)} / {fmt(m['real reconstructed']['mass'], 1)}",
+                   f"{fmt(w['mass'], 3)} ({fmt(f['mass'], 3)})", f"{fmt(w['n'], 3)} ({fmt(f['n'], 3)})",
+                   f"{fmt(w['tau32'], 4)} ({fmt(f['tau32'], 4)})"]
+            if closure:
+                acc = closure["accuracy"]
+                row.append(" / ".join(fmt(acc[k][c], 3) if c in acc[k] else "–"
+                                      for k in ("generated", "real reconstructed", "real")))
+            rows.append(row)
+        lines += ["## Per class", "", "Generated jets of each class against the real jets of that class (W1 floor: "
+                  "two halves of the real reconstructed jets).", "", markdown_table(head, rows)]
+        if closure:
+            acc = closure["accuracy"]
+            lines += ["## Closure test", "",
+                      f"The tagger `{closure['tagger']['weights']}` (network config "
+                      f"`{closure['tagger']['network_config']}`, data config `{closure['tagger']['data_config']}`), "
+                      f"trained on real jets, classifies the jets of the classes {', '.join(closure['classes'])} "
+                      "through `weaver --predict`: a generator that makes what it is asked for gives the same accuracy "
+                      "on its jets as on real ones.", "",
+                      markdown_table(["jets", "accuracy (all)", *closure["classes"]],
+                                     [[k, fmt(v["all"], 4), *[fmt(v[c], 4) for c in closure["classes"]]]
+                                      for k, v in acc.items()]),
+                      "", f"Accuracy on generated minus on real reconstructed jets: "
+                      f"**{100 * (acc['generated']['all'] - acc['real reconstructed']['all']):+.1f} points**.", ""]
+        for c, b in s["per_class"].items():
+            lines += ["", f"## Class {c}", ""] + block_markdown(b, "###")
     lines += ["", f"Run time {s['seconds']:.1f} s (generation {s['generation_seconds']:.1f} s).", ""]
     return "\n".join(lines)
 
 
-__all__ = ["GenFidelityConfig", "run_gen_fidelity", "wasserstein_1d", "distances", "generated_sample"]
+__all__ = ["GenFidelityConfig", "run_gen_fidelity", "wasserstein_1d", "distances", "generated_sample", "compare"]

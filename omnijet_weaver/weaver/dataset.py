@@ -368,12 +368,15 @@ def _loader(data_config, files, batch_size: int = 256, num_workers: int = 0, nam
                       num_workers=min(num_workers, len(files)), drop_last=False)
 
 
-def sampled_batches(data_config, files, max_jets=None, batch_size: int = 512, network: str = "omnijet-weaver"):
+def sampled_batches(data_config, files, max_jets=None, batch_size: int = 512, network: str = "omnijet-weaver",
+                    classes=None):
     """The jets of a sample of at most ``max_jets`` (None: all) drawn from several files, read in batches.
 
     Rule: every file gives its share of the jets, in proportion to its number of entries (:func:`jet_quotas`;
     a file with fewer selected jets gives them all and the others make up the rest), taken from its first
     entries; only the entries up to the last jet needed are read, so a few jets out of large files cost little.
+    With ``classes`` (indices into the data config's ``simple`` labels, ROOT files) the rule holds for each of
+    those classes on its own: at most ``max_jets`` jets *of each class*, and no jet of another class.
     Mixing the jets (the order here is by file) is the caller's job (:func:`omnijet_weaver.evaluation.
     reconstruction.load_jets` shuffles them with a seed). Everything is checked first (:func:`check_jet_files`).
 
@@ -381,21 +384,43 @@ def sampled_batches(data_config, files, max_jets=None, batch_size: int = 512, ne
         (the loaded ``DataConfig``, a generator of ``(X, y, Z)`` batches as from :func:`jet_loader`).
     """
     files, cfg, masks = check_jet_files(files, data_config, network)
-    quotas = jet_quotas([len(m) for m in masks], [int(m.sum()) for m in masks], max_jets)
+    if classes is None:
+        quotas = [[q] for q in jet_quotas([len(m) for m in masks], [int(m.sum()) for m in masks], max_jets)]
+        wanted = [masks]  # wanted[c][file]: entries that count for quota c
+    else:
+        if cfg.label_type != "simple":
+            raise ConfigError("jets by class need a data config with simple labels (label_QCD, label_Tbqq, ...)")
+        per_file = [selected_classes([f], cfg) for f in files]
+        wanted = [[(m & (k == c)) for m, k in zip(masks, per_file)] for c in classes]
+        by_class = [jet_quotas([len(m) for m in masks], [int(w.sum()) for w in ws], max_jets) for ws in wanted]
+        quotas = [list(q) for q in zip(*by_class)]  # quotas[file][c]
+    label_name = cfg.label_names[0] if classes is not None else None
 
     def batches():
-        for path, mask, quota in zip(files, masks, quotas):
-            if quota == 0:
+        for i, path in enumerate(files):
+            if sum(quotas[i]) == 0:
                 continue
-            stop = int(np.flatnonzero(mask)[quota - 1]) + 1  # entries [0, stop) hold the first `quota` jets
-            end = 1.0 if stop >= len(mask) else (stop + 0.5) / len(mask)  # weaver: entries [0, trunc(end * n))
-            left = quota
+            # entries [0, stop) hold the first quota jets of every class
+            stop = max(int(np.flatnonzero(wanted[c][i])[q - 1]) + 1 for c, q in enumerate(quotas[i]) if q > 0)
+            n_entries = len(masks[i])
+            end = 1.0 if stop >= n_entries else (stop + 0.5) / n_entries  # weaver: entries [0, trunc(end * n))
+            left = np.array(quotas[i])
             for X, y, Z in _loader(data_config, [path], batch_size=batch_size, load_range=(0.0, end)):
-                n = min(left, len(next(iter(y.values()))))
-                yield ({k: v[:n] for k, v in X.items()}, {k: v[:n] for k, v in y.items()},
-                       {k: v[:n] for k, v in Z.items()})
-                left -= n
-                if left <= 0:
+                if classes is None:
+                    keep = np.arange(len(next(iter(y.values())))) < left[0]
+                    left[0] -= int(keep.sum())
+                else:
+                    label = np.asarray(y[label_name]).reshape(-1)
+                    keep = np.zeros(len(label), dtype=bool)
+                    for c, k in enumerate(classes):
+                        rows = np.flatnonzero(label == k)[: max(int(left[c]), 0)]
+                        keep[rows] = True
+                        left[c] -= len(rows)
+                if keep.any():
+                    rows = np.flatnonzero(keep)
+                    yield tuple({k: v[torch.from_numpy(rows)] if torch.is_tensor(v) else v[rows] for k, v in d.items()}
+                                for d in (X, y, Z))
+                if (left <= 0).all():
                     break
 
     return cfg, batches()
