@@ -42,8 +42,9 @@ def parse_args(argv=None):
                         "ParT's): it classifies the generated and the real jets of each class through weaver --predict")
     g.add_argument("--tagger-network-config", default=None, metavar="PY",
                    help="its network config (default: the shipped omnijet_cls.py; ParT: its own)")
-    g.add_argument("--tagger-data-config", default=None, metavar="YAML",
-                   help="the data config it was trained with (default: --data-config); kinematic inputs only")
+    g.add_argument("--tagger-data-config", type=opt.data_config_file, default=None, metavar="CONFIG",
+                   help="the data config it was trained with, a file or a shipped name (default: --data-config); "
+                        "kinematic inputs only")
     g.add_argument("--tagger-option", dest="tagger_options", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"), help="a network option it was trained with (weaver -o NAME VALUE)")
     opt.add_sampling_options(p)
