@@ -17,10 +17,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-import awkward as ak
 import numpy as np
 import torch
 
+from ..constants import LABEL_PREFIX
 from ..errors import ConfigError, InputFileError
 from .reconstruction import JetSample
 
@@ -50,36 +50,32 @@ class TaggerSpec:
 
 def tagger_classes(spec: TaggerSpec) -> list[str]:
     """Class names of the tagger's data config (its ``simple`` labels without ``label_``), in its order."""
-    from ..weaver.dataset import read_data_config
+    from ..weaver.dataset import label_classes, read_data_config
 
-    config = read_data_config(spec.data_config)
-    if config.label_type != "simple":
+    known = label_classes(read_data_config(spec.data_config))
+    if not known:
         raise ConfigError(f"--tagger-data-config {spec.data_config!r} has no simple labels (label_QCD, ...): the "
                           "closure test needs a classifier of jet classes")
-    return [v.removeprefix("label_") for v in config.label_value]
+    return known
 
 
-def sample_arrays(sample: JetSample, class_name: str) -> dict:
-    """The jets of ``sample`` as JetClass-layout branches, each with the label ``label_<class_name>``."""
+def sample_arrays(sample: JetSample, labels) -> dict:
+    """The jets of ``sample`` as JetClass-layout branches, jet i with the label branch ``labels[i]`` set."""
     from ..io.jetclass import jetclass_arrays
 
     pt, eta, phi = (torch.from_numpy(a) for a in sample.constituents())
     mask = torch.from_numpy(sample.mask)
-    return jetclass_arrays(torch.where(mask, pt, 0.0), eta, phi, mask, labels=["label_" + class_name] * len(sample))
+    return jetclass_arrays(torch.where(mask, pt, 0.0), eta, phi, mask, labels=labels)
 
 
 def write_samples(path, samples: dict) -> None:
     """``{class: JetSample}`` into one ROOT file (TTree ``tree``), the classes one after the other."""
     from ..io.files import write_jets
 
-    parts = [sample_arrays(s, c) for c, s in samples.items() if len(s)]
-    keys = sorted(set().union(*(p.keys() for p in parts)))
-    n = [len(next(iter(p.values()))) for p in parts]
-    def column(key):
-        cols = [p[key] if key in p else np.zeros(k, dtype=np.float32) for p, k in zip(parts, n)]
-        return np.concatenate(cols) if all(isinstance(c, np.ndarray) for c in cols) else ak.concatenate(cols)
-
-    write_jets(path, {k: column(k) for k in keys})
+    together = JetSample(np.concatenate([s.features for s in samples.values()]),
+                         np.concatenate([s.mask for s in samples.values()]))
+    labels = [LABEL_PREFIX + c for c, s in samples.items() for _ in range(len(s))]
+    write_jets(path, sample_arrays(together, labels))
 
 
 def check_tagger_inputs(spec: TaggerSpec, path) -> None:
@@ -134,7 +130,7 @@ def closure_test(spec: TaggerSpec, samples: dict, work: Path, device="cpu", log=
         args += ["-o", key, value]
     runner = WeaverRunner(1, torch.get_num_threads(), cwd=work, display=os.fspath)
     runner.run([WeaverJob("closure test", args, work / "weaver.log")])
-    label_names = ["label_" + c for c in known]
+    label_names = [LABEL_PREFIX + c for c in known]
     out = {"tagger": dataclasses.asdict(spec), "classes": classes, "accuracy": {}, "jets": {}, "confusion": {}}
     for name, tag, _ in groups:
         truth, scores = read_class_predictions(work / f"pred_{tag}.root", label_names)

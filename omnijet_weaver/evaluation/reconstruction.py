@@ -132,17 +132,16 @@ def load_jets(data_config, files, max_jets=None, batch_size: int = 512, seed: in
 def data_config_classes(data_config, names) -> list[int]:
     """The class indices (into the ``simple`` labels ``label_<name>``) of the class ``names`` in the data config
     ``data_config`` (a path); raises :class:`~omnijet_weaver.errors.ConfigError` for a name it has no label of."""
+    from ..constants import LABEL_PREFIX
     from ..errors import ConfigError
-    from ..weaver.dataset import check_data_config
+    from ..weaver.dataset import check_data_config, label_classes
 
-    config = check_data_config(data_config)
-    labels = list(config.label_value) if config.label_type == "simple" else []
-    known = [v.removeprefix("label_") for v in labels]
+    known = label_classes(check_data_config(data_config))
     missing = [n for n in names if n not in known]
     if missing:
         raise ConfigError(f"the data config {str(data_config)!r} has no label of class {', '.join(missing)} (its "
-                          f"labels: {', '.join(labels) or 'none simple'}): give one whose labels include "
-                          f"{', '.join('label_' + n for n in missing)}")
+                          f"labels: {', '.join(LABEL_PREFIX + k for k in known) or 'none simple'}): give one whose "
+                          f"labels include {', '.join(LABEL_PREFIX + n for n in missing)}")
     return [known.index(n) for n in names]
 
 

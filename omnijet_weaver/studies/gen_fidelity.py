@@ -174,7 +174,7 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
     if cfg.classes is not None:
         names = list(model.classes) if list(cfg.classes) == ["all"] and model.conditional else cfg.classes
         classes = [model.classes[model.class_index(c)] for c in names]
-        data_config_classes(data_config, classes)
+        label_index = dict(zip(classes, data_config_classes(data_config, classes)))  # the data config's index
     tagger = None
     if cfg.tagger is not None:
         tagger = TaggerSpec(cfg.tagger, cfg.tagger_network_config, cfg.tagger_data_config,
@@ -208,9 +208,8 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
         else:
             by_class = {"real": {}, "real reconstructed": {}, "generated": {}}
             summary["per_class"] = {}
-            dc_index = dict(zip(classes, data_config_classes(data_config, classes)))
             for i, c in enumerate(classes):
-                rows = real.label == dc_index[c]
+                rows = real.label == label_index[c]
                 if not rows.any():
                     raise ValueError(f"no real jet of class {c} in {', '.join(map(str, files))}: give files that "
                                      f"hold {c} jets (label_{c} = 1)")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..constants import INPUT_NAMES, TOKEN_COLUMN
+from ..constants import INPUT_NAMES, LABEL_PREFIX, TOKEN_COLUMN
 from ..errors import ConfigError, InputFileError  # noqa: F401 (re-exported)
 
 #: The variables the models read from ParT's kin inputs, in this order (None: any one variable; pf_features
@@ -529,6 +529,15 @@ def _selection_inputs(data_config, file_branches, selection=None) -> tuple[list,
             todo += data_var_names(data_config.var_funcs[name])
     ordered = {k: v for k, v in data_config.var_funcs.items() if k in funcs}  # dependencies first
     return sorted(branches), ordered
+
+
+def label_classes(data_config) -> list[str]:
+    """The class names of a loaded ``DataConfig``'s ``simple`` labels, in its order (weaver's class index):
+    ``label_QCD`` -> ``QCD`` (:data:`~omnijet_weaver.constants.LABEL_PREFIX` removed); ``[]`` for ``custom``
+    labels, which carry no names."""
+    if data_config.label_type != "simple":
+        return []
+    return [v.removeprefix(LABEL_PREFIX) for v in data_config.label_value]
 
 
 def selected_classes(files, data_config) -> np.ndarray:

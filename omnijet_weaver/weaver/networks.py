@@ -169,14 +169,14 @@ def class_names(data_config) -> list:
     """The class names of a conditional GPT from the data config's labels: ``simple`` labels (``label_QCD``,
     ``label_Tbqq``, ...) give their names without ``label_``, in the data config's order (weaver's class index);
     ``custom`` labels (``tokens.yaml``: the index written by the tokenizer) carry no names: ConfigError."""
-    from ..constants import LABEL_PREFIX
+    from .dataset import label_classes
 
     if data_config.label_type != "simple":
         raise ConfigError(
             "omnijet_gpt: -o conditional True needs the class names, and this data config's labels are a custom "
             "class index (token files: the index of the data config used to tokenize): add -o classes "
             "\"['QCD','Tbqq']\" in that data config's label order")
-    return [v[len(LABEL_PREFIX):] if v.startswith(LABEL_PREFIX) else v for v in data_config.label_value]
+    return label_classes(data_config)
 
 
 def seed_everything(seed, where: str = "omnijet_cls") -> int:
