@@ -4,14 +4,16 @@
 ``max_particles`` constituents. It keeps ``batch_size`` slots busy (continuous batching): when a jet ends,
 its slot takes the next jet at once (its cache rows are overwritten from position 0), so the batch stays
 full until fewer jets remain than slots; then the idle slots are dropped (the batch is compacted whenever
-half of it is idle; not with ``compile=True``, which keeps one shape) and the loop ends with the last jet. Two ways to get the next-token logits:
+half of it is idle; not with ``compile=True``, which keeps one shape) and the loop ends with the last jet.
+Two ways to get the next-token logits:
 
 - KV cache (default): per block, keys and values of fixed shape (slots, heads, max_particles, head dim),
   allocated once per call and written in place at each slot's own position; the new token of a slot
   attends to the cache positions up to its own (the GPT has no positional encoding, so a position only
-  matters through this mask). One forward of the newest tokens per step, at fixed shapes and without host
-  syncs (:func:`decode_step`), so ``compile=True`` can hand it to ``torch.compile``; the refill bookkeeping
-  around it syncs with the host once per step.
+  matters through this mask); a step reads the cache only up to the furthest slot's position (rounded up to
+  :data:`WINDOW_STEP`; the whole cache with ``compile=True``). One forward of the newest tokens per step, at
+  fixed shapes and without host syncs (:func:`decode_step`), so ``compile=True`` can hand it to
+  ``torch.compile``; the refill bookkeeping around it syncs with the host once per step.
 - full recomputation of every slot's prefix at every step (``use_cache=False``, the reference behaviour,
   kept for tests and benchmarks).
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import contextlib
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -45,7 +48,7 @@ from ..constants import MAX_PARTICLES, class_token, pad_token, start_token, stop
 
 __all__ = [
     "SampledTokens", "sample_tokens", "make_generator", "pick_next", "decode_step", "check_sampling_args",
-    "check_precision", "MIN_TEMPERATURE", "PRECISIONS",
+    "check_precision", "MIN_TEMPERATURE", "PRECISIONS", "WINDOW_STEP",
 ]
 
 #: Smallest sampling temperature: the logits are divided by it, and below this they may overflow (use top_k=1
@@ -54,6 +57,10 @@ MIN_TEMPERATURE = 1e-6
 
 #: Precisions of the backbone and head during sampling (the token choice is always float32 or wider).
 PRECISIONS = ("fp32", "bf16")
+
+#: The attention window of a cached step (the cache positions up to the furthest slot's) is rounded up to a
+#: multiple of this, so that a run meets at most ``max_particles / WINDOW_STEP`` shapes.
+WINDOW_STEP = 16
 
 
 def _whole(name: str, value, low: int) -> int:
@@ -149,7 +156,8 @@ def make_generator(generator=None, device=None) -> torch.Generator:
     return g
 
 
-def pick_next(logits, u, codebook_size: int, first, temperature: float = 1.0, top_k: int | None = None):
+def pick_next(logits, u, codebook_size: int, first, temperature: float = 1.0, top_k: int | None = None,
+              inplace: bool = False):
     """Choose the next token of each row by inverse CDF (fixed shapes, no host sync: safe to compile).
 
     Start and pad are never chosen; stop is not chosen for a row at its first step (a jet has >= 1
@@ -163,13 +171,15 @@ def pick_next(logits, u, codebook_size: int, first, temperature: float = 1.0, to
         first: bool for all rows, or (B,) bool: True for rows at their first step (no constituent yet).
         temperature: logits are divided by it (> 0).
         top_k: keep only the k most likely allowed tokens (ties at the k-th value kept); None or 0 = all.
+        inplace: the caller hands ``logits`` over (they are overwritten, when already float32 or wider): no
+            copy of the (B, V) logits, which at a vocabulary of 8195 costs as much as the rest of the choice.
     Returns:
         (B,) long token ids.
     """
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    logits = logits.to(dtype, copy=True)  # never modify the caller's tensor
+    logits = logits.to(dtype, copy=not inplace)  # never modify the caller's tensor unless handed over
     if temperature != 1.0:
-        logits = logits / temperature
+        logits.div_(temperature)
     start, stop, pad = start_token(codebook_size), stop_token(codebook_size), pad_token(codebook_size)
     logits[:, start] = float("-inf")
     logits[:, pad] = float("-inf")
@@ -180,9 +190,9 @@ def pick_next(logits, u, codebook_size: int, first, temperature: float = 1.0, to
         logits[:, stop] = logits[:, stop].masked_fill(first, float("-inf"))
     if top_k:
         kth = torch.topk(logits, min(int(top_k), logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    # unnormalised CDF: exp(logits - max), summed up (the normalisation is folded into u * total)
-    cdf = (logits - logits.amax(-1, keepdim=True)).exp_().cumsum_(-1)
+        logits.masked_fill_(logits < kth, float("-inf"))
+    # unnormalised CDF: exp(logits - max), summed up (the normalisation is folded into u * total), in place
+    cdf = logits.sub_(logits.amax(-1, keepdim=True)).exp_().cumsum_(-1)
     total = cdf[:, -1:]
     # first index with cdf > u * total; the cap keeps x < total, so a zero-probability tail is never reached
     x = torch.minimum(u.to(dtype)[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
@@ -216,7 +226,7 @@ def decode_step(backbone, head, tokens, positions, uniforms, caches, codebook_si
         hidden = backbone(tokens[:, None], caches=caches, positions=positions)[:, 0]
         logits = head(hidden)  # (B, V)
     u = uniforms.gather(1, positions[:, None])[:, 0]
-    return pick_next(logits, u, codebook_size, positions == 0, temperature, top_k)
+    return pick_next(logits, u, codebook_size, positions == 0, temperature, top_k, inplace=True)
 
 
 def _full_step(backbone, head, slot_codes, slot_start, positions, uniforms, codebook_size, temperature, top_k,
@@ -231,7 +241,7 @@ def _full_step(backbone, head, slot_codes, slot_start, positions, uniforms, code
         hidden = hidden.gather(1, positions.view(b, 1, 1).expand(b, 1, hidden.shape[-1]))[:, 0]
         logits = head(hidden)
     u = uniforms.gather(1, positions[:, None])[:, 0]
-    return pick_next(logits, u, codebook_size, positions == 0, temperature, top_k)
+    return pick_next(logits, u, codebook_size, positions == 0, temperature, top_k, inplace=True)
 
 
 def _draw_uniforms(g, n: int, max_particles: int, device) -> torch.Tensor:
@@ -293,14 +303,21 @@ def _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, 
     slot_codes = torch.zeros(b, m, dtype=torch.long, device=device)
     alive = torch.ones(b, dtype=torch.bool, device=device)  # False: no jet left for this slot
     admitted, live = b, b
+    # the host's copy of each slot's position (kept from the one sync per step): the attention window
+    host_positions, host_alive = np.zeros(b, dtype=np.int64), np.ones(b, dtype=bool)
     if use_cache:
         cache_dtype = torch.bfloat16 if precision == "bf16" else next(backbone.parameters()).dtype
         caches = backbone.new_caches(b, m, device=device, dtype=cache_dtype)
-        # compiled: fixed shapes to the end (no compaction), so the step compiles once
+        # compiled: fixed shapes to the end (no compaction, the whole cache attended), so the step compiles once
         step = torch.compile(decode_step, dynamic=False) if compile else decode_step
     while live:
         if use_cache:
-            nxt = step(backbone, head, tokens, positions, uniforms, caches, codebook_size, temperature, top_k,
+            # attend to the cache up to the furthest slot only (rounded up to WINDOW_STEP positions, so that
+            # few shapes occur): the cache is what a step reads most, and the positions beyond are masked anyway
+            window = m if compile else min(m, -(-(int(host_positions.max()) + 1) // WINDOW_STEP) * WINDOW_STEP)
+            view = caches if window == m else [{key: value[:, :, :window] for key, value in cache.items()}
+                                               for cache in caches]
+            nxt = step(backbone, head, tokens, positions, uniforms, view, codebook_size, temperature, top_k,
                        precision)
         else:
             nxt = _full_step(backbone, head, slot_codes, slot_start, positions, uniforms, codebook_size,
@@ -311,8 +328,11 @@ def _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, 
         length = positions + (~stopped).long()  # stop at position p: p constituents; else p + 1
         tokens, positions = nxt, torch.where(alive, positions + 1, 0)  # idle slots stay at position 0
         done = ended.nonzero().squeeze(1)  # the one host sync per step: which jets have ended?
+        host_positions[host_alive] += 1
         if done.numel() == 0:
             continue
+        host_done = done.cpu().numpy()
+        host_positions[host_done] = 0  # refilled slots restart at 0, idle ones stay there
         finished = jet[done].cpu()
         codes[finished] = slot_codes[done].cpu()
         lengths[finished] = length[done].cpu()
@@ -326,12 +346,15 @@ def _sample(backbone, head, codebook_size, num_jets, batch_size, max_particles, 
             admitted += refill
         if refill < done.numel():  # no jet left for the other slots
             alive[done[refill:]] = False
+            host_alive[host_done[refill:]] = False
             live -= done.numel() - refill
         tokens[done], positions[done] = slot_start[done], 0  # restart at 0 (idle slots too: harmless, ignored)
         if not compile and admitted == num_jets and 0 < live <= tokens.shape[0] // 2:  # half idle: drop them
             keep = alive.nonzero().squeeze(1)
             jet, uniforms, tokens, positions, slot_codes, alive, slot_start = (
                 x[keep] for x in (jet, uniforms, tokens, positions, slot_codes, alive, slot_start))
+            host_keep = keep.cpu().numpy()
+            host_positions, host_alive = host_positions[host_keep], host_alive[host_keep]
             if use_cache:
                 caches = [{key: value[keep] for key, value in cache.items()} for cache in caches]
     codes.masked_fill_(torch.arange(m)[None, :] >= lengths[:, None], 0)
