@@ -85,6 +85,24 @@ def best_time(fn, repeats):
     return out, best
 
 
+def flop_ratio(lengths, args) -> float:
+    """Multiply-accumulates of full recomputation over those of the KV cache for jets of these ``lengths``:
+    the ratio two equally efficient implementations would reach. A step at prefix length l (start token + the
+    constituents so far) costs the cached path one token through the blocks (4 d^2 + 2 d ff linear, 2 l d
+    attention) and the head (d V); full recomputation l tokens through the blocks (attention 2 l^2 d, causal)
+    and the head at the last position only."""
+    d, ff, nb = args.embed_dim, args.ff_dim, args.num_blocks
+    vocab = vocab_size(args.codebook_size)
+    linear, head = 4 * d * d + 2 * d * ff, d * vocab
+    steps = torch.clamp(lengths + 1, max=args.max_particles)  # a jet of n < max: n + 1 steps (the last is stop)
+    full = cached = 0.0
+    for n in steps.tolist():
+        ls = torch.arange(1, n + 1, dtype=torch.float64)
+        full += float((nb * (ls * linear + 2 * ls**2 * d) + head).sum())
+        cached += float((nb * (linear + 2 * ls * d) + head).sum())
+    return full / cached
+
+
 def run(backbone, head, args, label):
     common = dict(
         codebook_size=args.codebook_size,
@@ -99,7 +117,8 @@ def run(backbone, head, args, label):
                                                 batch_size=args.batch_size_full, **common), args.repeats_full)
     rate_f = n_f / t_f
     print(f"  full prefix, fp32, batch {args.batch_size_full:5d}: {n_f:6d} jets in {t_f:8.2f} s = {rate_f:8.2f} "
-          f"jets/s, mean length {full.lengths.float().mean():.1f}", flush=True)
+          f"jets/s, mean length {full.lengths.float().mean():.1f}; FLOP ratio full/cached for these jets "
+          f"{flop_ratio(full.lengths, args):.1f}x (the bound for equally efficient paths)", flush=True)
     rates = {}
     for batch_size in args.batch_size:
         for precision in args.precision:
