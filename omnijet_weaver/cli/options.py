@@ -323,11 +323,15 @@ def add_tokenizer_option(p) -> None:
 
 
 def add_sampling_options(p) -> None:
-    """``--temperature`` and ``--top-k`` (generate, gen-fidelity)."""
+    """``--temperature``, ``--top-k`` and ``--guidance`` (generate, gen-fidelity)."""
     p.add_argument("--temperature", type=temperature_value, default=1.0,
                    help="sampling temperature, a finite number > 0 (default 1; --top-k 1 for greedy sampling)")
     p.add_argument("--top-k", type=positive_int, default=None, metavar="K",
                    help="sample among the K most likely tokens only (default: all)")
+    p.add_argument("--guidance", type=nonnegative_float, default=None, metavar="W",
+                   help="with --class: classifier-free guidance scale, the logits uncond + W * (cond - uncond) "
+                        "(default 1: plain conditional sampling; W > 1 sharpens the class, about twice the "
+                        "sampling cost; 0: unconditional)")
 
 
 def add_epochs_option(p, default: int, what: str) -> None:

@@ -23,7 +23,7 @@ import torch
 from ..constants import LABEL_PREFIX, class_token, start_token
 from .checkpoint import Configurable, description, from_description, register
 from .gpt import BACKBONE_OPTIONS, Backbone, NextTokenHead, make_sequences, next_token_loss
-from .sampling import check_sampling_args, sample_tokens
+from .sampling import check_guidance, check_sampling_args, sample_tokens
 from .tokenizer import TOKENIZER_KINDS
 
 
@@ -186,19 +186,22 @@ class OmniJetGPT(Configurable):
     # -- generation ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, num_jets: int, batch_size: int = 256, temperature: float = 1.0, top_k=None, seed=None,
-                 device=None, progress=False, use_cache=True, precision="fp32", compile=False, classes=None):
+                 device=None, progress=False, use_cache=True, precision="fp32", compile=False, classes=None,
+                 guidance=None):
         """Sample ``num_jets`` jets and decode them.
 
         ``precision`` ("fp32" or "bf16") and ``compile`` are those of
         :func:`~omnijet_weaver.models.sampling.sample_tokens`; the decoder runs in float32 either way.
         ``classes``: None (unconditional), or per jet (N,) class indices (-1: unconditional) of a conditional
-        model (see :meth:`class_index`).
+        model (see :meth:`class_index`); ``guidance``: the classifier-free guidance scale of
+        :func:`~omnijet_weaver.models.sampling.sample_tokens` (None or 1: none; needs ``classes``).
 
         Returns a dict of CPU tensors: ``tokens`` (N, M) long, ``mask`` (N, M) bool, ``pt`` [GeV],
         ``eta_rel``, ``phi_rel`` (N, M), M = the longest generated jet, and ``classes`` (N,) long (-1 for jets
         generated without a class).
         """
         num_jets = check_sampling_args(num_jets, batch_size, temperature, top_k)[0]  # before any work
+        guidance = check_guidance(guidance, classes)
         device = torch.device(device) if device is not None else next(self.parameters()).device
         self.to(device).eval()
         starts = None
@@ -216,7 +219,8 @@ class OmniJetGPT(Configurable):
         sampled = sample_tokens(self.backbone, self.head, self.codebook_size, num_jets, batch_size=batch_size,
                                 max_particles=self.tokenizer.transform.max_particles, temperature=temperature,
                                 top_k=top_k, generator=seed, use_cache=use_cache, device=device,
-                                progress=progress, precision=precision, compile=compile, start_tokens=starts)
+                                progress=progress, precision=precision, compile=compile, start_tokens=starts,
+                                guidance=guidance)
         m = int(sampled.lengths.max()) if num_jets else 1
         tokens, mask = sampled.codes[:, :m], sampled.mask[:, :m]
         parts = {"pt": [], "eta_rel": [], "phi_rel": []}
