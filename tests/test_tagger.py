@@ -372,3 +372,56 @@ def test_weaver_fine_tunes_on_the_real_samples(name, checkpoints, tmp_path):
     check_classification_log(log)
     assert re.search(r"Current validation metric: [0-9.]+", log)
     assert (tmp_path / "cls_best_epoch_state.pt").exists()
+
+
+# --- weaver's --load-model-weights and lr_mult, checked before weaver uses them ------------------------------
+
+
+def tagger_run(toy_root_files, out, options):
+    """A one-step weaver tagger training with ``options``; returns the completed process (not checked)."""
+    import os
+    import subprocess
+    import sys
+
+    train, val = toy_root_files
+    cmd = [os.path.join(os.path.dirname(sys.executable), "weaver"), "--data-train", train, "--data-val", val,
+           "--data-config", DATA_CONFIG, "--network-config", CLS_CONFIG, *options, "--model-prefix", out / "cls",
+           "--gpus", "", "--num-workers", "0", "--batch-size", "16", "--num-epochs", "1", "--steps-per-epoch",
+           "1", "--steps-per-epoch-val", "1", "--in-memory", "--fetch-step", "1", "--lr-scheduler", "none"]
+    return subprocess.run([str(c) for c in cmd], cwd=out, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+
+
+def test_load_model_weights_takes_the_sizes_of_a_generative_checkpoint(checkpoints, toy_root_files, tmp_path):
+    """``--load-model-weights gpt.pt`` alone (no -o pretrained, no sizes): the tagger is built with the
+    checkpoint's sizes and tokenizer (not the packaged ones, which would not fit), and ParT's lr_mult recipe
+    works with our head's names."""
+    tok, gpt = checkpoints
+    proc = tagger_run(toy_root_files, tmp_path, ["--load-model-weights", gpt, "--optimizer", "adam",
+                                                 "--optimizer-option", "lr_mult", '("head.*",50)'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert f"sizes and tokenizer from --load-model-weights {gpt}" in log
+    assert "Parameters with lr multiplied by 50" in log and " - head.out.weight" in log
+    state = torch.load(tmp_path / "cls_best_epoch_state.pt", map_location="cpu")
+    assert state["backbone.embed.weight"].shape[1] == GPT_SIZES["embed_dim"]
+    assert torch.equal(state["tokenizer.quantizer.codebook"], torch.load(gpt)["tokenizer.quantizer.codebook"])
+
+
+@pytest.mark.parametrize("what", ["part", "sizes", "lr_mult"])
+def test_weights_and_lr_mult_that_match_nothing_are_one_line_errors(checkpoints, toy_root_files, tmp_path, what):
+    """weaver loads --load-model-weights non-strictly and lr_mult by regex: a ParT checkpoint would load no
+    weight and ("fc.*", 50) multiply no learning rate, silently; other sizes end in a size-mismatch traceback."""
+    tok, gpt = checkpoints
+    if what == "part":
+        torch.save({"mod.fc.0.weight": torch.zeros(4, 4), "mod.embed.weight": torch.zeros(4)}, tmp_path / "part.pt")
+        options, phrase = ["--load-model-weights", tmp_path / "part.pt"], "none of its 2 tensors (e.g. 'mod.fc.0"
+    elif what == "sizes":  # from scratch at the packaged sizes, with a tiny checkpoint's weights over them
+        options, phrase = ["-o", "pretrained", "None", "--load-model-weights", gpt], "tensors have other sizes"
+    else:
+        options, phrase = ["--optimizer-option", "lr_mult", '("fc.*",50)'], "lr_mult pattern 'fc.*' matches no"
+    proc = tagger_run(toy_root_files, tmp_path, options)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("omnijet_cls: error: ")]
+    assert len(lines) == 1 and phrase in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "cls_best_epoch_state.pt").exists()

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
+
+import torch
 
 from ..constants import MAX_PARTICLES
 from ..errors import ConfigError, OmniJetError
@@ -47,6 +50,91 @@ def _called_by_weaver(depth: int = 8) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def weaver_run_args():
+    """The parsed command line of the weaver run that is calling us (the ``args`` of weaver's
+    ``model_setup(args, data_config)``, which calls get_model), or None when weaver is not among the callers."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__") or ""
+        args = frame.f_locals.get("args")
+        if (name == "weaver" or name.startswith("weaver.")) and hasattr(args, "load_model_weights"):
+            return args
+        frame = frame.f_back
+    return None
+
+
+def _weights_file(run) -> tuple[str | None, str | None]:
+    """(state file, prefix) of weaver's ``--load-model-weights FILE[:PREFIX]``; (None, None) without it."""
+    value = getattr(run, "load_model_weights", None)
+    if not value:
+        return None, None
+    path, _, prefix = str(value).partition(":")
+    return path, prefix or None
+
+
+def check_weaver_weights(model, run, network: str) -> None:
+    """What weaver will do with ``model`` after get_model, checked first (weaver would not say a word):
+
+    - ``--load-model-weights`` (after ``--exclude-model-weights``) must match at least one of the model's tensors
+      by name, and those it matches must have the model's shapes: weaver loads non-strictly, so a ParT
+      checkpoint would load nothing and train from random weights, and a checkpoint of other sizes fails with a
+      long size-mismatch traceback;
+    - an ``lr_mult`` pattern of ``--optimizer-option`` (ParT's fine-tuning recipe ``("fc.*", 50)``) must match
+      a parameter name: weaver would multiply the learning rate of none.
+
+    Raises :class:`ConfigError` (one line) naming the problem and what to give instead."""
+    import ast
+    import re
+
+    from ..models.checkpoint import read_state_dict
+
+    own = model.state_dict()
+    path, prefix = _weights_file(run)
+    if path is not None:
+        state = read_state_dict(path)
+        if prefix:
+            state = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        excluded = [p for p in (getattr(run, "exclude_model_weights", None) or "").split(",") if p]
+        tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)
+                   and not any(re.match(p, k) for p in excluded)}
+        matched = [k for k in tensors if k in own and isinstance(own[k], torch.Tensor)]
+        if not matched:
+            example = next(iter(tensors), "none")
+            raise ConfigError(
+                f"{network}: --load-model-weights {path}: none of its {len(tensors)} tensors (e.g. {example!r}) "
+                f"matches a parameter of {network} (e.g. 'backbone.blocks.0.attn.qkv.weight'), so weaver would "
+                "load nothing and train from random weights; give an omnijet-weaver checkpoint (a generative one "
+                "from omnijet_gpt.py, or a tagger's), or -o pretrained for a generative checkpoint")
+        wrong = [k for k in matched
+                 if tensors[k].shape != own[k].shape and not _trimmed_embedding(k, tensors[k], own[k])]
+        if wrong:
+            k = wrong[0]
+            raise ConfigError(
+                f"{network}: --load-model-weights {path}: {len(wrong)} tensors have other sizes than the model's "
+                f"(e.g. {k}: {tuple(tensors[k].shape)} in the file, {tuple(own[k].shape)} here); leave out the "
+                "size options (-o embed_dim, ...) so that the sizes come from a generative checkpoint, or give "
+                "the sizes it was trained with")
+    options = dict(getattr(run, "optimizer_option", None) or [])
+    if "lr_mult" in options:
+        try:
+            pattern = ast.literal_eval(options["lr_mult"])[0]
+        except (ValueError, SyntaxError, TypeError, IndexError):
+            return  # weaver's own error
+        names = [n for n, p in model.named_parameters()]
+        if not any(re.match(str(pattern), n) for n in names):
+            heads = sorted({n.rsplit(".", 1)[0] for n in names if n.startswith("head.")})
+            raise ConfigError(
+                f"{network}: --optimizer-option lr_mult pattern {pattern!r} matches no parameter (ParT's head is "
+                f"fc.*, ours is head.*: {', '.join(heads)}); use e.g. --optimizer-option lr_mult '(\"head.*\",50)'")
+
+
+def _trimmed_embedding(key: str, theirs, ours) -> bool:
+    """A conditional backbone's embedding (class token rows after the vocabulary) loads into an unconditional
+    one: the backbone keeps the first rows (:class:`~omnijet_weaver.models.gpt.Backbone`)."""
+    return key.endswith("embed.weight") and theirs.dim() == 2 and theirs.shape[1:] == ours.shape[1:] \
+        and theirs.shape[0] > ours.shape[0]
 
 
 def one_line_in_weaver(network: str):
@@ -235,6 +323,19 @@ def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_back
                             extra=("tokenizer", "num_classes", "freeze_backbone", "seed", "early_stopping"))
     if isinstance(pretrained, str) and pretrained.lower() == "none":
         pretrained = None
+    run = weaver_run_args()
+    weights, prefix = _weights_file(run)
+    if weights is not None and prefix is None and pretrained == "packaged":
+        # --load-model-weights gpt.pt without -o pretrained: the generative checkpoint's sizes and tokenizer
+        from ..errors import CheckpointError
+
+        try:
+            load_generative(weights)
+        except CheckpointError:
+            pass  # not a generative checkpoint: weaver loads it over the packaged sizes (checked below)
+        else:
+            pretrained = weights
+            logging.getLogger("weaver").info("omnijet_cls: sizes and tokenizer from --load-model-weights %s", weights)
     ref = None
     if pretrained is not None:
         ref = load_generative(packaged_path("gpt") if pretrained == "packaged" else pretrained)
@@ -258,6 +359,8 @@ def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_back
     model.tokenizer.load_state_dict(tok.state_dict())
     if pretrained is not None:
         model.backbone.load_state_dict(ref.backbone.state_dict())
+    if run is not None:
+        check_weaver_weights(model, run, "omnijet_cls")
     return compile_friendly(model, options), model_info(data_config, output_names=("softmax",))
 
 

@@ -7,7 +7,9 @@ generative checkpoint), ``-o pretrained None`` (from scratch), ``-o freeze_backb
 ``-o seed N`` (seeds the initialisation and weaver's shuffling), ``-o early_stopping N`` (best epoch on the
 validation loss, stop after N epochs without improvement; off by default: weaver's own loops passed through, best
 epoch on the validation accuracy). Every epoch is recorded in ``<model-prefix>_history.jsonl``. weaver's
-``--load-model-weights out/gpt_best_epoch_state.pt`` works too.
+``--load-model-weights out/gpt_best_epoch_state.pt`` works too (the sizes and tokenizer then come from that
+checkpoint; weights that match no parameter, e.g. a ParT checkpoint, are an error). ParT's fine-tuning recipe
+``--optimizer-option lr_mult '("fc.*",50)'`` becomes ``'("head.*",50)'`` (our head is ``head.*``).
 """
 
 from omnijet_weaver.weaver.networks import tagger_evaluate_fn, tagger_model, tagger_train_fn
