@@ -325,20 +325,22 @@ def tagger_model(data_config, pretrained="packaged", tokenizer=None, freeze_back
         pretrained = None
     run = weaver_run_args()
     weights, prefix = _weights_file(run)
+    given = None
     if weights is not None and prefix is None and pretrained == "packaged":
         # --load-model-weights gpt.pt without -o pretrained: the generative checkpoint's sizes and tokenizer
         from ..errors import CheckpointError
 
         try:
-            load_generative(weights)
+            given = load_generative(weights)
         except CheckpointError:
-            pass  # not a generative checkpoint: weaver loads it over the packaged sizes (checked below)
+            given = None  # not a generative checkpoint: weaver loads it over the packaged sizes (checked below)
         else:
             pretrained = weights
             logging.getLogger("weaver").info("omnijet_cls: sizes and tokenizer from --load-model-weights %s", weights)
     ref = None
     if pretrained is not None:
-        ref = load_generative(packaged_path("gpt") if pretrained == "packaged" else pretrained)
+        ref = given if pretrained == weights and given is not None else load_generative(
+            packaged_path("gpt") if pretrained == "packaged" else pretrained)
         clash = [k for k in BACKBONE_OPTIONS if k in ctor and ctor[k] != ref.config[k]]
         if clash:
             raise ValueError(f"omnijet_cls: {', '.join(clash)} must match the pre-trained backbone "
