@@ -8,7 +8,7 @@
 # data_configs/five_classes.yaml (label index 0 QCD, 1 Hbb, 2 Zqq, 3 Wqq, 4 Tbqq). The generator starts from the
 # packaged one (-o pretrained 'packaged': its weights; each class token starts as its start token) and trains
 # with class dropout 0.1, so it also generates without a class. Environment: OUT (default out/conditional),
-# EPOCHS (3), W_JETS (8000), EVAL_JETS (2000 per class).
+# EPOCHS (8, warm-up + cosine from 5e-4), W_JETS (8000), EVAL_JETS (2000 per class).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$here/out/conditional}
@@ -56,8 +56,8 @@ weaver --data-train $(for c in $classes; do echo "$out/tokens_$c.parquet"; done)
   --network-config "$here/network_configs/omnijet_gpt.py" -o pretrained "'packaged'" \
   -o conditional True -o classes "['QCD','Hbb','Zqq','Wqq','Tbqq']" --model-prefix "$out/gpt" \
   --gpus "" --num-workers 0 --batch-size 128 --in-memory --fetch-step 1 \
-  --num-epochs "${EPOCHS:-3}" --steps-per-epoch 250 --steps-per-epoch-val 28 --optimizer adam --start-lr 5e-4 \
-  > "$out/gpt.log" 2>&1
+  --num-epochs "${EPOCHS:-8}" --steps-per-epoch 250 --steps-per-epoch-val 28 --optimizer adam --start-lr 5e-4 \
+  --lr-scheduler warmup+cos --warmup-steps 0.03 > "$out/gpt.log" 2>&1
 
 # 4. a top-vs-QCD tagger trained on the real training jets (fine-tuned from the packaged generator), for the
 #    closure test
@@ -68,10 +68,14 @@ weaver --data-train "$out/Tbqq_train.root" "$out/QCD_train.root" --data-config "
   > "$out/cls.log" 2>&1
 
 # 5. per class in one report: generated jets of each class against the held-back real jets of that class, and
-#    the closure test (the tagger on generated vs real top and QCD jets); then unconditional generation
+#    the closure test (the tagger on generated vs real top and QCD jets); then unconditional generation against
+#    the model's own mixture (the held-back jets of all five classes, in the training proportions) and against
+#    top + QCD only (the packaged generator's comparison)
 gpt=$out/gpt_best_epoch_state.pt
 omnijet-weaver-gen-fidelity $(for c in $classes; do echo "$out/${c}_test.root"; done) --data-config "$cfg" \
   --checkpoint "$gpt" --class all --num-jets "$n" --tagger "$out/cls_best_epoch_state.pt" \
   --tagger-data-config "$here/data_configs/qg_top.yaml" --output "$out/gf_classes" --overwrite --no-progress
+omnijet-weaver-gen-fidelity $(for c in $classes; do echo "$out/${c}_test.root"; done) --checkpoint "$gpt" \
+  --num-jets $((2 * n)) --output "$out/gf_unconditional" --overwrite --no-progress
 omnijet-weaver-gen-fidelity "$out/Tbqq_test.root" "$out/QCD_test.root" --checkpoint "$gpt" --num-jets $((2 * n)) \
-  --output "$out/gf_unconditional" --overwrite --no-progress
+  --output "$out/gf_unconditional_top_qcd" --overwrite --no-progress
