@@ -257,3 +257,37 @@ def test_compiled_step_gives_the_eager_tokens():
         b = decode_step(backbone, head, tokens, positions, uniforms, caches_b, K)
         assert torch.equal(a, b)
         torch.testing.assert_close(caches_a[0]["k"], caches_b[0]["k"])
+
+
+def test_aligned_head_gives_the_head_logits_from_a_padded_matrix():
+    from omnijet_weaver.models.sampling import HEAD_ALIGN, _aligned_head
+
+    _, head = tiny()
+    assert head.proj.out_features % HEAD_ALIGN  # the tiny vocabulary is not aligned: the padding is exercised
+    hidden = torch.randn(5, head.proj.in_features)
+    fast = _aligned_head(head)
+    assert fast is not head
+    out = fast(hidden)
+    assert out.shape == (5, head.proj.out_features)
+    torch.testing.assert_close(out, head(hidden))
+    other = torch.nn.Sequential(head.proj)  # not a NextTokenHead: used as it is
+    assert _aligned_head(other) is other
+
+
+def test_window_caches_move_keeps_the_positions_and_keep_rows_the_rows():
+    from omnijet_weaver.models.sampling import _WindowCaches
+
+    backbone, _ = tiny()
+    caches = _WindowCaches(backbone, rows=3, length=8, window=2, device="cpu", dtype=torch.float32)
+    k = caches.caches[0]["k"]
+    assert k.shape[0] == 3 and k.shape[2] == 2 and k.is_contiguous()
+    k.copy_(torch.randn_like(k))
+    before = k.clone()
+    caches.move(6)
+    grown = caches.caches[0]["k"]
+    assert grown.shape[2] == 6 and grown.is_contiguous()
+    assert torch.equal(grown[:, :, :2], before) and torch.isfinite(grown).all()
+    caches.move(1)
+    assert torch.equal(caches.caches[0]["k"], before[:, :, :1])
+    caches.keep_rows(torch.tensor([2, 0]))
+    assert torch.equal(caches.caches[0]["k"], before[[2, 0], :, :1])
