@@ -265,7 +265,10 @@ def test_bad_class_options_are_one_line_errors(conditional, tmp_path, args, mess
 
 @pytest.mark.parametrize("option", [["--class", "Tbqq"], ["--label", "label_Tbqq"]])
 def test_an_unconditional_model_refuses_class_and_label(option, tmp_path):
-    proc = command("generate", *option, "--num-jets", 4, "--output", tmp_path / "x.root", check=False)  # packaged
+    from omnijet_weaver.models.packaged import packaged_path
+
+    proc = command("generate", "--checkpoint", packaged_path("gpt"), *option, "--num-jets", 4, "--output",
+                   tmp_path / "x.root", check=False)
     assert proc.returncode == 2 and "needs a class-conditional model" in proc.stderr
     assert "unconditional" in proc.stderr and not list(tmp_path.iterdir())
 

@@ -27,7 +27,7 @@ def parse_args(argv=None):
     from ..studies.gen_fidelity import GenFidelityConfig
 
     p, d = opt.study_parser(PROG, __doc__, GenFidelityConfig, files="real jets")
-    opt.add_checkpoint_option(p)
+    opt.add_checkpoint_option(p, more="with --class, the packaged class-conditional model")
     opt.add_data_config_option(p)
     opt.add_num_jets_option(p, d["num_jets"], "jets to generate")
     p.add_argument("--max-real-jets", type=opt.positive_int, default=None, metavar="N",

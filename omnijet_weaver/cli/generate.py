@@ -33,7 +33,7 @@ def parse_args(argv=None):
     from ..models.sampling import PRECISIONS
 
     p = command_parser(PROG, __doc__)
-    opt.add_checkpoint_option(p)
+    opt.add_checkpoint_option(p, more="with --class, the packaged class-conditional model")
     opt.add_num_jets_option(p, None, "jets to generate (split over the ranks under torchrun); may be left out "
                             "when --class gives counts", required=False)
     p.add_argument("--class", dest="classes", nargs="+", default=None, metavar="NAME[=N]",
@@ -129,12 +129,12 @@ def main(argv=None):
     from ..io.files import write_jets
     from ..io.jetclass import jetclass_arrays
     from ..models.generative import load_generative
-    from ..models.packaged import packaged_path
+    from ..models.packaged import default_generator
 
     if args.classes is None and args.num_jets is None:
         raise ValueError("--num-jets is required (or --class with counts)")
     rank, world, output = rank_output(args.output, args.overwrite)
-    model = load_generative(args.checkpoint or packaged_path("gpt"))
+    model = load_generative(args.checkpoint or default_generator(by_class=args.classes is not None))
 
     def share(count):  # this rank's part of `count` jets
         return count // world + (1 if rank < count % world else 0)

@@ -161,7 +161,7 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
     from ..evaluation.plots import require_matplotlib
     from ..evaluation.reconstruction import data_config_classes
     from ..models.generative import load_generative
-    from ..models.packaged import packaged_path
+    from ..models.packaged import default_generator
     from ..weaver.dataset import check_jet_files
     from .token_quality import default_data_config
 
@@ -172,7 +172,7 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
     say = lambda m: print(m, file=out or sys.stdout, flush=True)  # noqa: E731
     data_config = cfg.data_config or default_data_config()
     files = check_jet_files(cfg.files, data_config)[0]  # files, data config, selection: before any work
-    checkpoint = cfg.checkpoint or packaged_path("gpt")
+    checkpoint = cfg.checkpoint or default_generator(by_class=cfg.classes is not None)
     model = load_generative(checkpoint)
     # before any work: the classes (the model's and the data config's), the tagger
     classes = None
