@@ -268,8 +268,12 @@ def test_aligned_head_gives_the_head_logits_from_a_padded_matrix():
     fast = _aligned_head(head)
     assert fast is not head
     out = fast(hidden)
-    assert out.shape == (5, head.proj.out_features)
-    torch.testing.assert_close(out, head(hidden))
+    v = head.proj.out_features
+    assert out.shape[0] == 5 and out.shape[1] % HEAD_ALIGN == 0 and out.shape[1] > v
+    torch.testing.assert_close(out[:, :v], head(hidden))
+    assert (out[:, v:] == 0).all()  # padding: finite, and never chosen
+    u = torch.full((5,), 0.999999)
+    assert (pick_next(out.clone(), u, K, first=False) < v).all()
     other = torch.nn.Sequential(head.proj)  # not a NextTokenHead: used as it is
     assert _aligned_head(other) is other
 

@@ -195,7 +195,8 @@ def pick_next(logits, u, codebook_size: int, first, temperature: float = 1.0, to
 
     Args:
         logits: (B, V) next-token logits (any float dtype; computed on in float32, or float64 for float64
-            logits).
+            logits), or (B, V') with V' > V: the logits of an aligned head (:func:`_aligned_head`), whose
+            columns from V on are padding and never chosen.
         u: (B,) uniform numbers in [0, 1).
         codebook_size: K.
         first: bool for all rows, or (B,) bool: True for rows at their first step (no constituent yet).
@@ -212,7 +213,7 @@ def pick_next(logits, u, codebook_size: int, first, temperature: float = 1.0, to
         logits.div_(temperature)
     start, stop, pad = start_token(codebook_size), stop_token(codebook_size), pad_token(codebook_size)
     logits[:, start] = float("-inf")
-    logits[:, pad] = float("-inf")
+    logits[:, pad:] = float("-inf")  # pad, and the padding columns of an aligned head (pad is the last token)
     if isinstance(first, bool):
         if first:
             logits[:, stop] = float("-inf")
@@ -303,8 +304,9 @@ def _full_step(backbone, head, slot_codes, slot_start, positions, uniforms, code
 
 def _aligned_head(head):
     """``head`` as the sampler runs it: a :class:`~omnijet_weaver.models.gpt.NextTokenHead` (or a bare Linear)
-    with its output rows padded with zeros to a multiple of :data:`HEAD_ALIGN`, its logits then cut back to the
-    vocabulary (a (B, V) view); any other head as it is.
+    with its output rows padded with zeros to a multiple of :data:`HEAD_ALIGN`: (B, V') logits, V' >= V, whose
+    padding columns (zero, finite) :func:`pick_next` never chooses (contiguous rows, unlike a cut-back view,
+    which ``searchsorted`` would copy); any other head as it is.
 
     The head is the largest matrix product of a cached step, and a vocabulary of 8195 rows (odd) runs it at
     half the speed of 8208 rows on a CPU (GEMM kernels work on aligned blocks); on a GPU aligned shapes are
@@ -319,7 +321,7 @@ def _aligned_head(head):
         return head
     weight = torch.cat([proj.weight, proj.weight.new_zeros(rows - vocab, proj.in_features)])
     bias = None if proj.bias is None else torch.cat([proj.bias, proj.bias.new_zeros(rows - vocab)])
-    return lambda hidden: F.linear(hidden, weight, bias)[..., :vocab]
+    return lambda hidden: F.linear(hidden, weight, bias)
 
 
 class _WindowCaches:
