@@ -8,7 +8,7 @@
 # data_configs/five_classes.yaml (label index 0 QCD, 1 Hbb, 2 Zqq, 3 Wqq, 4 Tbqq). The generator starts from the
 # packaged one (-o pretrained 'packaged': its weights; each class token starts as its start token) and trains
 # with class dropout 0.1, so it also generates without a class. Environment: OUT (default out/conditional),
-# EPOCHS (8, warm-up + cosine from 5e-4), W_JETS (8000), EVAL_JETS (2000 per class).
+# EPOCHS (8, warm-up + cosine from 5e-4), GUIDANCE (1.4, of the per-class report), W_JETS (8000), EVAL_JETS (2000 per class).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$here/out/conditional}
@@ -74,8 +74,10 @@ weaver --data-train "$out/Tbqq_train.root" "$out/QCD_train.root" --data-config "
 gpt=$out/gpt_best_epoch_state.pt
 omnijet-weaver-gen-fidelity $(for c in $classes; do echo "$out/${c}_test.root"; done) --data-config "$cfg" \
   --checkpoint "$gpt" --class all --num-jets "$n" --tagger "$out/cls_best_epoch_state.pt" \
-  --tagger-data-config "$here/data_configs/qg_top.yaml" --output "$out/gf_classes" --overwrite --no-progress
+  --tagger-data-config "$here/data_configs/qg_top.yaml" --output "$out/gf_classes" --overwrite --no-progress \
+  --guidance "${GUIDANCE:-1.4}"
 omnijet-weaver-gen-fidelity $(for c in $classes; do echo "$out/${c}_test.root"; done) --checkpoint "$gpt" \
   --num-jets $((2 * n)) --output "$out/gf_unconditional" --overwrite --no-progress
 omnijet-weaver-gen-fidelity "$out/Tbqq_test.root" "$out/QCD_test.root" --checkpoint "$gpt" --num-jets $((2 * n)) \
   --output "$out/gf_unconditional_top_qcd" --overwrite --no-progress
+echo "copy to the package: cp $gpt omnijet_weaver/models/weights/gpt_conditional.pt"
