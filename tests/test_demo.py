@@ -32,7 +32,7 @@ needs_all = pytest.mark.skipif(not (HAVE_PYTHIA and HAVE_MPL),
                                reason="the demo needs pythia8mc, fastjet and matplotlib (pip install '.[pythia,plot]')")
 
 #: Figures every report holds (PNG and PDF).
-FIGURES = ("jet_mass", "jet_pt", "multiplicity", "constituent_pt", "jet_mass_by_class", "mass_resolution",
+FIGURES = ("jet_mass", "jet_pt", "multiplicity", "constituent_pt", "jet_mass_by_class", "jet_mass_generated_by_class", "mass_resolution",
            "accuracy_vs_labels", "auc_vs_labels", "roc")
 
 

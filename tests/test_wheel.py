@@ -184,7 +184,7 @@ def test_the_wheel_ships_the_configs_weights_and_commands(venv):
             assert whl.read(f"omnijet_weaver/{rel}") == (PACKAGE / rel).read_bytes(), rel
     assert len([s for s in SHIPPED if s.startswith("configs/network/")]) == 3
     assert len([s for s in SHIPPED if s.startswith("configs/data/")]) == 6
-    assert len([s for s in SHIPPED if s.startswith("models/weights/")]) == 2
+    assert len([s for s in SHIPPED if s.startswith("models/weights/")]) == 3  # gpt, gpt_conditional, vqvae
     assert "omnijet-weaver-configs = omnijet_weaver.cli.configs:main" in scripts
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
