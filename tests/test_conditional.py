@@ -127,6 +127,29 @@ def test_classifier_free_guidance(trained):
         trained.generate(2, guidance=2.0)
 
 
+def test_a_default_guidance_travels_in_the_checkpoint(trained, tmp_path):
+    """``guidance`` stored in a conditional checkpoint is the scale of jets made by class when none is given
+    (1 then still means none); jets without a class and unconditional models never get it."""
+    guided = OmniJetGPT(**{**trained.config, "guidance": 3.0})
+    guided.load_state_dict({k: v for k, v in trained.state_dict().items() if k != "_extra_state"}, strict=False)
+    save_model(guided, tmp_path / "guided.pt")
+    loaded = load_generative(tmp_path / "guided.pt")
+    assert loaded.guidance == 3.0 and loaded.config["guidance"] == 3.0 and trained.guidance is None
+    classes = [0, 1, -1, 0, 1, -1]
+    by_default = loaded.generate(6, seed=4, classes=classes)["tokens"]
+    assert torch.equal(by_default, trained.generate(6, seed=4, classes=classes, guidance=3.0)["tokens"])
+    plain = trained.generate(6, seed=4, classes=classes)["tokens"]
+    assert torch.equal(loaded.generate(6, seed=4, classes=classes, guidance=1.0)["tokens"], plain)
+    assert not torch.equal(by_default, plain)
+    assert torch.equal(loaded.generate(6, seed=4)["tokens"], trained.generate(6, seed=4)["tokens"])
+    tok = description(BinnedTokenizer(2))
+    with pytest.raises(ValueError, match="needs a conditional model"):
+        OmniJetGPT(tok, embed_dim=8, num_blocks=1, num_heads=2, ff_dim=8, guidance=2.0)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        OmniJetGPT(tok, embed_dim=8, num_blocks=1, num_heads=2, ff_dim=8, classes=["A"], guidance=-1.0)
+    assert "guidance" not in trained.config  # no default: the description is as before
+
+
 def same(a, b) -> bool:
     return torch.equal(a.codes, b.codes) and torch.equal(a.lengths, b.lengths)
 

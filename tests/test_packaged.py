@@ -25,6 +25,11 @@ def test_packaged_files_are_small_and_load():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, inner[name]), name
 
+    # the conditional generator: the five classes of scripts/train_conditional.sh, its measured guidance scale
+    cond = load_generative(packaged_path("gpt_conditional"))
+    assert cond.classes == ("QCD", "Hbb", "Zqq", "Wqq", "Tbqq") and cond.guidance == 1.4
+    assert cond.tokenizer.config == gpt.tokenizer.config
+
 
 def test_generate_with_the_packaged_model(tmp_path):
     out = tmp_path / "gen.root"

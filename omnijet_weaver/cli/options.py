@@ -330,8 +330,9 @@ def add_sampling_options(p) -> None:
                    help="sample among the K most likely tokens only (default: all)")
     p.add_argument("--guidance", type=nonnegative_float, default=None, metavar="W",
                    help="with --class: classifier-free guidance scale, the logits uncond + W * (cond - uncond) "
-                        "(default 1: plain conditional sampling; W > 1 sharpens the class, about twice the "
-                        "sampling cost; 0: unconditional)")
+                        "(default: the checkpoint's own scale, 1.4 for the packaged conditional model, else 1: "
+                        "plain conditional sampling; W > 1 sharpens the class, about twice the sampling cost; "
+                        "0: unconditional)")
 
 
 def add_epochs_option(p, default: int, what: str) -> None:

@@ -62,6 +62,15 @@ class JetSample:
             out._jet_observables = {k: v[index] for k, v in self._jet_observables.items()}
         return out
 
+    def class_counts(self) -> dict:
+        """Number of jets of each class present, ``{"QCD": 2000, "Tbqq": 2000}`` (class names where known, else
+        the indices as strings); empty without labels."""
+        if self.label is None:
+            return {}
+        values, counts = np.unique(self.label, return_counts=True)
+        name = lambda i: self.class_names[i] if self.class_names and i < len(self.class_names) else str(i)  # noqa: E731
+        return {name(int(v)): int(c) for v, c in zip(values, counts)}
+
     def constituents(self):
         """(pT [GeV], eta_rel, phi_rel), each (jets, N) float64 numpy; meaningful where ``mask``."""
         pt, eta, phi = from_features(torch.from_numpy(self.features.astype(np.float64)))

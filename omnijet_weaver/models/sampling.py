@@ -39,6 +39,7 @@ Decoding the codes to constituents (frozen VQ-VAE decoder) is the caller's job.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -85,25 +86,32 @@ def _whole(name: str, value, low: int) -> int:
     return value
 
 
+def _finite(name: str, value, bound: str, hint: str) -> float:
+    """``value`` as a finite float (numbers, not bools or strings), else ValueError "``name`` must be a finite
+    number ``bound``" with ``hint``; the caller checks the bound."""
+    try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number {bound}, got {number} ({hint})")
+    return number
+
+
 def check_sampling_args(num_jets, batch_size, temperature, top_k, max_particles=MAX_PARTICLES) -> tuple:
     """Check the sampling arguments before any work (a batch size of 0 would loop forever, a NaN temperature
     gives garbage tokens): returns ``(num_jets, batch_size, temperature, top_k, max_particles)`` or raises
     ValueError naming the argument. ``num_jets`` >= 0, ``batch_size`` >= 1, ``temperature`` finite and at least
     :data:`MIN_TEMPERATURE`, ``top_k`` None or >= 1, ``max_particles`` >= 1."""
-    import math
-
     num_jets = _whole("num_jets", num_jets, 0)
     batch_size = _whole("batch_size", batch_size, 1)
     max_particles = _whole("max_particles", max_particles, 1)
     if top_k is not None:
         top_k = _whole("top_k", top_k, 1)
-    try:
-        if isinstance(temperature, (bool, str, bytes)):
-            raise TypeError
-        temperature = float(temperature)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}") from None
-    if not math.isfinite(temperature) or temperature <= 0:
+    temperature = _finite("temperature", temperature, "> 0", "use top_k=1 for greedy sampling")
+    if temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature} (use top_k=1 for greedy "
                          f"sampling)")
     if temperature < MIN_TEMPERATURE:
@@ -115,17 +123,10 @@ def check_sampling_args(num_jets, batch_size, temperature, top_k, max_particles=
 def check_guidance(guidance, start_tokens=()) -> float | None:
     """The classifier-free guidance scale as a float, or None for none (None or 1: plain conditional sampling);
     ValueError unless finite and >= 0, or when given (not 1) without ``start_tokens`` (nothing to guide)."""
-    import math
-
     if guidance is None:
         return None
-    try:
-        if isinstance(guidance, (bool, str, bytes)):
-            raise TypeError
-        guidance = float(guidance)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}") from None
-    if not math.isfinite(guidance) or guidance < 0:
+    guidance = _finite("guidance", guidance, ">= 0", "1: plain conditional sampling")
+    if guidance < 0:
         raise ValueError(f"guidance must be a finite number >= 0, got {guidance} (1: plain conditional sampling)")
     if guidance == 1.0:
         return None
@@ -312,8 +313,11 @@ def _aligned_head(head):
     half the speed of 8208 rows on a CPU (GEMM kernels work on aligned blocks); on a GPU aligned shapes are
     the fast ones too. Both sampling paths use it, so they still give the same jets.
     """
-    proj = head if type(head) is nn.Linear else getattr(head, "proj", None)
-    if type(head) is not nn.Linear and type(head) is not NextTokenHead or type(proj) is not nn.Linear:
+    if type(head) is nn.Linear:
+        proj = head
+    elif type(head) is NextTokenHead and type(head.proj) is nn.Linear:
+        proj = head.proj
+    else:  # a head of its own: run as it is
         return head
     vocab = proj.out_features
     rows = -(-vocab // HEAD_ALIGN) * HEAD_ALIGN
@@ -335,34 +339,40 @@ class _WindowCaches:
     """
 
     def __init__(self, backbone, rows: int, length: int, window: int, device, dtype):
-        self.caches = backbone.new_caches(rows, window, device=device, dtype=dtype)
-        self.spare = [{key: value.new_zeros(rows * value.shape[1] * length * value.shape[3])
-                       for key, value in cache.items()} for cache in self.caches]
-        self.used = [{key: value.new_zeros(self.spare[0][key].numel()) for key, value in cache.items()}
-                     for cache in self.caches]
-        for cache, used in zip(self.caches, self.used):  # the first window in the first buffer
-            for key, value in cache.items():
-                cache[key] = used[key][: value.numel()].view(value.shape)
+        shapes = [{key: (value.shape[1], value.shape[3]) for key, value in cache.items()}  # (heads, head dim)
+                  for cache in backbone.new_caches(1, 1, device=device, dtype=dtype)]
+        # per block and tensor two zeroed buffers (finite stale values); caches live in buffer ``self.which``
+        self.buffers = [{key: [torch.zeros(rows * h * length * d, device=device, dtype=dtype) for _ in range(2)]
+                         for key, (h, d) in block.items()} for block in shapes]
+        self.which = 0
+        self.caches = [{key: self._view(i, key, self.which, (rows, h, window, d)) for key, (h, d) in block.items()}
+                       for i, block in enumerate(shapes)]
+
+    def _view(self, i: int, key: str, which: int, shape) -> torch.Tensor:
+        """Block ``i``'s tensor ``key`` of ``shape`` (rows, heads, window, head dim) at the front of buffer
+        ``which``."""
+        return self.buffers[i][key][which][: math.prod(shape)].view(shape)
 
     def move(self, window: int):
         """Resize every cache to ``window`` positions (the first ``min(old, window)`` kept)."""
+        other = 1 - self.which
         for i, cache in enumerate(self.caches):
             for key, value in cache.items():
                 rows, heads, old, dim = value.shape
-                new = self.spare[i][key][: rows * heads * window * dim].view(rows, heads, window, dim)
+                new = self._view(i, key, other, (rows, heads, window, dim))
                 keep = min(old, window)
                 new[:, :, :keep].copy_(value[:, :, :keep])
                 cache[key] = new
-            self.spare[i], self.used[i] = self.used[i], self.spare[i]
+        self.which = other
 
     def keep_rows(self, rows):
         """Keep only the cache rows ``rows`` (a (R,) long index), in that order."""
+        other = 1 - self.which
         for i, cache in enumerate(self.caches):
             for key, value in cache.items():
-                new = self.spare[i][key][: len(rows) * value[0].numel()].view(len(rows), *value.shape[1:])
-                torch.index_select(value, 0, rows, out=new)
-                cache[key] = new
-            self.spare[i], self.used[i] = self.used[i], self.spare[i]
+                new = self._view(i, key, other, (len(rows), *value.shape[1:]))
+                cache[key] = torch.index_select(value, 0, rows, out=new)
+        self.which = other
 
 
 def _draw_uniforms(g, n: int, max_particles: int, device) -> torch.Tensor:

@@ -88,7 +88,7 @@ class GenFidelityConfig(JetStudyConfig):
     max_real_jets: int | None = None
     temperature: float = 1.0
     top_k: int | None = None
-    guidance: float | None = None  # classifier-free guidance scale with classes (None: 1, none)
+    guidance: float | None = None  # classifier-free guidance scale with classes (None: the checkpoint's own)
     epochs: int = 100
     patience: int = 10
     width: int = 10
@@ -196,16 +196,19 @@ def run_gen_fidelity(cfg: GenFidelityConfig, out=None) -> dict:
         real = load_jets(data_config, files, max_jets=per_class, batch_size=cfg.batch_size, seed=cfg.seed,
                          classes=classes)  # a mix of the files, in proportion to their entries, shuffled
         real_rec, _ = reconstruct(model.tokenizer, real, device=cfg.device)
-        say(f"{len(real)} real jets read and reconstructed with the generator's tokenizer")
+        counts = ", ".join(f"{k} {v}" for k, v in real.class_counts().items())
+        say(f"{len(real)} real jets ({counts}) read through {data_config} and reconstructed with the generator's "
+            "tokenizer (only the classes that data config selects)")
         start = time.perf_counter()
         index = None if classes is None else np.repeat([model.class_index(c) for c in classes], cfg.num_jets)
+        guidance = None if classes is None else (cfg.guidance if cfg.guidance is not None else model.guidance)
         gen = generated_sample(model, cfg.num_jets * (1 if classes is None else len(classes)),
                                batch_size=cfg.batch_size, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed,
-                               device=cfg.device, progress=cfg.progress, class_index=index, guidance=cfg.guidance)
+                               device=cfg.device, progress=cfg.progress, class_index=index, guidance=guidance)
         gen_seconds = time.perf_counter() - start
         say(f"{len(gen)} jets generated in {gen_seconds:.1f} s")
         summary = {"checkpoint": str(checkpoint), "generator": model.config, "files": [str(f) for f in files],
-                   "classes": classes, "guidance": cfg.guidance, "real_jets": len(real), "generated_jets": len(gen),
+                   "classes": classes, "guidance": guidance, "real_jets": len(real), "generated_jets": len(gen),
                    "generation_seconds": gen_seconds}
         if classes is None:
             summary.update(compare(real, real_rec, gen, cfg, work))
